@@ -1,0 +1,70 @@
+"""FastAPI dependencies: the services of this app and the caller's identity."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Header, Query, Request
+
+from task_framework.services.auth import Principal
+from task_framework.store.paging import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
+
+if TYPE_CHECKING:
+    from task_framework.app import Services
+
+
+def services(request: Request) -> Services:
+    result: Services = request.app.state.services
+    return result
+
+
+ServicesDep = Annotated["Services", Depends(services)]
+
+
+def _identity(request: Request) -> tuple[str | None, str | None]:
+    query, headers = request.query_params, request.headers
+    app_id = query.get("app_id") or headers.get("x-app-id") or None
+    user_id = query.get("user_id") or headers.get("x-user-id") or None
+    return app_id, user_id
+
+
+async def caller(
+    request: Request,
+    x_api_key: Annotated[str | None, Header(include_in_schema=True)] = None,
+) -> Principal:
+    """A K route's caller: a regular or admin key in ``X-API-Key``."""
+    app_id, user_id = _identity(request)
+    return await services(request).keys.authenticate(
+        api_key=x_api_key, admin_key=None, app_id=app_id, user_id=user_id
+    )
+
+
+async def admin(
+    request: Request,
+    x_api_key: Annotated[str | None, Header()] = None,
+    x_admin_api_key: Annotated[str | None, Header()] = None,
+) -> Principal:
+    """An A route's caller: an admin key in ``X-Admin-API-Key`` or ``X-API-Key``."""
+    app_id, user_id = _identity(request)
+    return await services(request).keys.authenticate(
+        api_key=x_api_key,
+        admin_key=x_admin_api_key,
+        app_id=app_id,
+        user_id=user_id,
+        admin_only=True,
+    )
+
+
+Caller = Annotated[Principal, Depends(caller)]
+Admin = Annotated[Principal, Depends(admin)]
+
+
+def page_request(
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query()] = None,
+    offset: Annotated[int | None, Query(ge=0)] = None,
+) -> PageRequest:
+    return PageRequest(limit=limit, cursor=cursor or None, offset=offset)
+
+
+Paging = Annotated[PageRequest, Depends(page_request)]

@@ -1,0 +1,116 @@
+"""Admin routes: settings and managed API keys (API.md §11)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from task_framework.api.deps import Admin, Paging, ServicesDep
+from task_framework.api.errors import ERROR_RESPONSES
+from task_framework.models._time import as_utc
+
+router = APIRouter(responses=ERROR_RESPONSES)
+
+
+class SettingsResponse(BaseModel):
+    max_concurrent_threads: int
+    updated_at: str
+    updated_by: str | None
+    current_running_threads: int
+    current_queued_threads: int
+
+
+class SettingsUpdateRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    max_concurrent_threads: int | None = Field(None, ge=0)
+
+
+class ApiKeyCreateRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(min_length=1, max_length=100)
+    role: Literal["user", "admin"] = "user"
+    app_id: str | None = Field(None, min_length=1, max_length=255)
+    user_id: str | None = Field(None, min_length=1, max_length=255)
+    expires_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _identity_for_users_only(self) -> ApiKeyCreateRequest:
+        if self.role == "admin" and (self.app_id or self.user_id):
+            raise ValueError("app_id and user_id can only be bound to keys with role 'user'")
+        return self
+
+
+class ApiKeyModel(BaseModel):
+    id: str
+    name: str
+    role: Literal["user", "admin"]
+    app_id: str | None
+    user_id: str | None
+    prefix: str
+    created_at: str
+    expires_at: str | None
+    last_used_at: str | None
+    revoked_at: str | None
+
+
+class ApiKeyCreatedModel(ApiKeyModel):
+    key: str
+
+
+class ApiKeyListModel(BaseModel):
+    items: list[ApiKeyModel]
+    pagination: dict[str, object]
+
+
+@router.get("/admin/settings", tags=["admin"], response_model=SettingsResponse)
+@router.get("/admin/settings/threads", tags=["admin"], response_model=SettingsResponse)
+async def get_settings(_: Admin, svc: ServicesDep) -> Response:
+    return JSONResponse(await svc.settings_service.get())
+
+
+@router.put("/admin/settings", tags=["admin"], response_model=SettingsResponse)
+@router.put("/admin/settings/threads", tags=["admin"], response_model=SettingsResponse)
+async def put_settings(body: SettingsUpdateRequest, principal: Admin, svc: ServicesDep) -> Response:
+    result = await svc.settings_service.update(
+        max_concurrent_threads=body.max_concurrent_threads, updated_by=principal.key_name or "admin"
+    )
+    svc.executor.wake()
+    return JSONResponse(result)
+
+
+@router.post("/admin/api-keys", tags=["admin"], status_code=201, response_model=ApiKeyCreatedModel)
+async def create_api_key(body: ApiKeyCreateRequest, _: Admin, svc: ServicesDep) -> Response:
+    created = await svc.keys.create_key(
+        name=body.name,
+        role=body.role,
+        app_id=body.app_id,
+        user_id=body.user_id,
+        expires_at=as_utc(body.expires_at) if body.expires_at else None,
+    )
+    return JSONResponse(created, status_code=201)
+
+
+@router.get("/admin/api-keys", tags=["admin"], response_model=ApiKeyListModel)
+async def list_api_keys(
+    _: Admin,
+    svc: ServicesDep,
+    paging: Paging,
+    role: Literal["user", "admin"] | None = None,
+    app_id: Annotated[str | None, Query()] = None,
+    user_id: Annotated[str | None, Query()] = None,
+    include_revoked: bool = False,
+) -> Response:
+    page, items = await svc.keys.list_keys(
+        role=role, app_id=app_id, user_id=user_id, include_revoked=include_revoked, page=paging
+    )
+    return JSONResponse(page.envelope(items))
+
+
+@router.delete("/admin/api-keys/{key_id}", tags=["admin"], status_code=204)
+async def revoke_api_key(key_id: str, _: Admin, svc: ServicesDep) -> Response:
+    await svc.keys.revoke_key(key_id)
+    return Response(status_code=204)

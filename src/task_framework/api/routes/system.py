@@ -1,0 +1,139 @@
+"""Public routes: health, metrics, task metadata (API.md §9, §13)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from task_framework._version import __version__
+from task_framework.api.deps import ServicesDep
+from task_framework.api.errors import ERROR_RESPONSES
+from task_framework.errors import NotFound, TaskFrameworkError
+from task_framework.models._time import format_ts_ms, utcnow
+from task_framework.utils.schema_matching import display_fields
+
+router = APIRouter()
+
+PROBE_TIMEOUT_SECONDS = 1.0
+METADATA_CACHE_CONTROL = "public, max-age=300"
+
+
+class HealthModel(BaseModel):
+    status: str
+    timestamp: str
+    version: str
+    database: str | None = None
+    file_storage: str | None = None
+    scheduler: str | None = None
+    workers: str | None = None
+    warning: str | None = None
+    reason: str | None = None
+
+
+async def _probe(check: Any) -> str:
+    try:
+        await asyncio.wait_for(check(), PROBE_TIMEOUT_SECONDS)
+    except TimeoutError:
+        return "timeout"
+    except Exception:
+        return "unavailable"
+    return "available"
+
+
+@router.get(
+    "/health", tags=["system"], response_model=HealthModel, responses={503: {"model": HealthModel}}
+)
+async def health(svc: ServicesDep) -> Response:
+    now = format_ts_ms(utcnow())
+    database = await _probe(svc.db.ping)
+    storage = "not_configured" if svc.files is None else await _probe(svc.files.health)
+    workers = "running" if svc.executor.running else "stopped"
+    if database != "available" or storage in ("unavailable", "timeout") or workers != "running":
+        reason = (
+            f"database {database}"
+            if database != "available"
+            else f"file storage {storage}"
+            if storage != "available"
+            else "workers stopped"
+        )
+        down = {"status": "unavailable", "timestamp": now, "version": __version__, "reason": reason}
+        return JSONResponse(down, status_code=503)
+    body: dict[str, Any] = {
+        "status": "ok",
+        "timestamp": now,
+        "version": __version__,
+        "database": database,
+        "file_storage": storage,
+        "scheduler": "running" if svc.scheduler_running() else "stopped",
+        "workers": workers,
+    }
+    if len(svc.registry) == 0:
+        body["warning"] = "No tasks registered"
+    return JSONResponse(body)
+
+
+@router.get("/metrics", tags=["system"], response_class=Response)
+async def metrics(svc: ServicesDep) -> Response:
+    busy, idle = svc.runner.counts()
+    svc.metrics.set_workers(busy, idle)
+    payload, content_type = svc.metrics.render()
+    return Response(payload, media_type=None, headers={"Content-Type": content_type})
+
+
+class TaskMetadataModel(BaseModel):
+    name: str
+    version: str
+    description: str
+    timestamp: str
+    framework_version: str
+    sdk_version: str | None
+    api_version: str
+    input_schemas: list[dict[str, Any]]
+    output_schemas: list[dict[str, Any]]
+
+
+def _schemas(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**item, "fields": display_fields(item)} for item in items]
+
+
+@router.get(
+    "/task/metadata", tags=["system"], response_model=TaskMetadataModel, responses=ERROR_RESPONSES
+)
+async def task_metadata(
+    svc: ServicesDep,
+    task_id: Annotated[str | None, Query()] = None,
+    version: Annotated[str | None, Query()] = None,
+) -> Response:
+    started = time.perf_counter()
+    status = 200
+    try:
+        try:
+            task = svc.registry.select(task_id, version)
+        except TaskFrameworkError as exc:
+            status = exc.status
+            if exc.code == "TASK_NOT_FOUND" or exc.code == "SERVICE_UNAVAILABLE":
+                status = 404
+                raise NotFound(
+                    f"Task {task_id or 'default'}:{version or 'latest'} not found",
+                    code="TASK_NOT_FOUND",
+                ) from exc
+            raise
+        body = {
+            "name": task.task_id,
+            "version": task.version,
+            "description": task.description,
+            "timestamp": format_ts_ms(utcnow()),
+            "framework_version": __version__,
+            "sdk_version": task.sdk_version or __version__,
+            "api_version": "1",
+            "input_schemas": _schemas(task.input_schemas),
+            "output_schemas": _schemas(task.output_schemas),
+        }
+        return JSONResponse(body, headers={"Cache-Control": METADATA_CACHE_CONTROL})
+    finally:
+        svc.metrics.record_metadata_request(status, time.perf_counter() - started)

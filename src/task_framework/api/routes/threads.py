@@ -1,0 +1,264 @@
+"""``/threads`` and ``/artifacts`` routes (API.md §3, §4)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, Header, Query, Response
+from fastapi.responses import JSONResponse
+
+from task_framework.api.deps import Caller, Paging, ServicesDep
+from task_framework.api.errors import ERROR_RESPONSES
+from task_framework.models._time import as_utc
+from task_framework.models.artifact import Artifact
+from task_framework.models.threads import (
+    ArtifactListModel,
+    LogListModel,
+    ThreadCreateRequest,
+    ThreadListModel,
+    ThreadModel,
+    ThreadRetryRequest,
+    ThreadState,
+)
+from task_framework.services.threads import ArtifactFilters, ThreadFilters
+
+router = APIRouter(responses=ERROR_RESPONSES)
+
+TaskIdQuery = Annotated[str | None, Query(description="Task to run (required with several tasks)")]
+VersionQuery = Annotated[str | None, Query(description="Task version (default: latest)")]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return None if value is None else as_utc(value)
+
+
+@router.post(
+    "/threads",
+    tags=["threads"],
+    status_code=201,
+    response_model=ThreadModel,
+    responses={
+        202: {"model": ThreadModel, "description": "Queued (async)"},
+        200: {"model": ThreadModel, "description": "Idempotent replay"},
+    },
+    summary="Create a thread (run a task)",
+)
+async def create_thread(
+    body: ThreadCreateRequest,
+    principal: Caller,
+    svc: ServicesDep,
+    task_id: TaskIdQuery = None,
+    version: VersionQuery = None,
+    task_version: VersionQuery = None,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> Response:
+    thread, status = await svc.threads.create(
+        principal,
+        body,
+        task_id=task_id,
+        version=version or task_version,
+        idempotency_key=idempotency_key,
+    )
+    return JSONResponse(thread, status_code=status)
+
+
+@router.get("/threads", tags=["threads"], response_model=ThreadListModel, summary="List threads")
+async def list_threads(
+    principal: Caller,
+    svc: ServicesDep,
+    paging: Paging,
+    state: ThreadState | None = None,
+    name: str | None = None,
+    user_id: str | None = None,
+    app_id: str | None = None,
+    schedule_id: str | None = None,
+    run_id: str | None = None,
+    task_id: str | None = None,
+    task_version: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    started_after: datetime | None = None,
+    finished_before: datetime | None = None,
+) -> Response:
+    filters = ThreadFilters(
+        state=state,
+        name=name,
+        app_id=app_id,
+        user_id=user_id,
+        schedule_id=schedule_id,
+        run_id=run_id,
+        task_id=task_id,
+        task_version=task_version,
+        created_after=_utc(created_after),
+        created_before=_utc(created_before),
+        started_after=_utc(started_after),
+        finished_before=_utc(finished_before),
+    )
+    return JSONResponse(await svc.threads.list_threads(principal, filters, paging))
+
+
+@router.get(
+    "/threads/{thread_id}/artifacts",
+    tags=["threads"],
+    response_model=ArtifactListModel,
+    summary="List a thread's inputs and outputs",
+)
+async def thread_artifacts(
+    thread_id: str,
+    principal: Caller,
+    svc: ServicesDep,
+    paging: Paging,
+    ref: str | None = None,
+    kind: str | None = None,
+    media_type: str | None = None,
+    direction: Literal["input", "output", "both"] = "both",
+    include_archived: bool = False,
+) -> Response:
+    filters = ArtifactFilters(
+        ref=ref,
+        kind=kind,
+        media_type=media_type,
+        direction=direction,
+        include_archived=include_archived,
+    )
+    return JSONResponse(await svc.threads.thread_artifacts(principal, thread_id, filters, paging))
+
+
+@router.get(
+    "/threads/{thread_id}/logs",
+    tags=["threads"],
+    response_model=LogListModel,
+    summary="A thread's logs",
+)
+async def thread_logs(
+    thread_id: str,
+    principal: Caller,
+    svc: ServicesDep,
+    stream: Literal["stdout", "stderr", "log"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    cursor: str | None = None,
+    offset: Annotated[int | None, Query(ge=0)] = None,
+) -> Response:
+    from task_framework.store.paging import PageRequest
+
+    page = PageRequest(limit=limit, cursor=cursor or None, offset=offset)
+    return JSONResponse(await svc.threads.logs(principal, thread_id, stream, page))
+
+
+@router.get(
+    "/threads/{thread_id}", tags=["threads"], response_model=ThreadModel, summary="Get a thread"
+)
+async def get_thread(thread_id: str, principal: Caller, svc: ServicesDep) -> Response:
+    return JSONResponse(await svc.threads.get(principal, thread_id))
+
+
+@router.delete(
+    "/threads/{thread_id}", tags=["threads"], status_code=204, summary="Delete a terminal thread"
+)
+async def delete_thread(thread_id: str, principal: Caller, svc: ServicesDep) -> Response:
+    refs = await svc.threads.delete(principal, thread_id)
+    await svc.delete_files(refs)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/threads/{thread_id}:stop",
+    tags=["threads"],
+    status_code=202,
+    response_model=ThreadModel,
+    summary="Stop a queued or running thread",
+)
+async def stop_thread(thread_id: str, principal: Caller, svc: ServicesDep) -> Response:
+    return JSONResponse(await svc.threads.stop(principal, thread_id), status_code=202)
+
+
+@router.post(
+    "/threads/{thread_id}:retry",
+    tags=["threads"],
+    status_code=201,
+    response_model=ThreadModel,
+    responses={202: {"model": ThreadModel, "description": "Queued (async)"}},
+    summary="Re-run a failed, stopped or timed-out thread as a new thread",
+)
+async def retry_thread(
+    thread_id: str,
+    principal: Caller,
+    svc: ServicesDep,
+    body: Annotated[ThreadRetryRequest | None, Body()] = None,
+    task_id: TaskIdQuery = None,
+    version: VersionQuery = None,
+) -> Response:
+    thread, status = await svc.threads.retry(
+        principal, thread_id, body or ThreadRetryRequest(), task_id=task_id, version=version
+    )
+    return JSONResponse(thread, status_code=status)
+
+
+# -- /artifacts -------------------------------------------------------------------------------
+
+
+@router.get(
+    "/artifacts", tags=["artifacts"], response_model=ArtifactListModel, summary="List artifacts"
+)
+async def list_artifacts(
+    principal: Caller,
+    svc: ServicesDep,
+    paging: Paging,
+    ref: str | None = None,
+    kind: str | None = None,
+    media_type: str | None = None,
+    thread_id: str | None = None,
+    app_id: str | None = None,
+    user_id: str | None = None,
+    task_id: str | None = None,
+    task_version: str | None = None,
+    direction: Literal["input", "output"] | None = None,
+    include_archived: bool = False,
+) -> Response:
+    filters = ArtifactFilters(
+        ref=ref,
+        kind=kind,
+        media_type=media_type,
+        direction=direction,
+        include_archived=include_archived,
+        thread_id=thread_id,
+        app_id=app_id,
+        user_id=user_id,
+        task_id=task_id,
+        task_version=task_version,
+    )
+    return JSONResponse(await svc.artifacts.list_artifacts(principal, filters, paging))
+
+
+@router.get(
+    "/artifacts/{artifact_id}",
+    tags=["artifacts"],
+    response_model=Artifact,
+    summary="Get an artifact",
+)
+async def get_artifact(artifact_id: str, principal: Caller, svc: ServicesDep) -> Response:
+    return JSONResponse(await svc.artifacts.get(principal, artifact_id))
+
+
+@router.delete(
+    "/artifacts/{artifact_id}", tags=["artifacts"], status_code=204, summary="Delete an artifact"
+)
+async def delete_artifact(artifact_id: str, principal: Caller, svc: ServicesDep) -> Response:
+    refs = await svc.artifacts.delete(principal, artifact_id)
+    svc.metrics.record_artifacts_deleted()
+    await svc.delete_files(refs)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/artifacts/{artifact_id}:archive",
+    tags=["artifacts"],
+    response_model=Artifact,
+    summary="Archive an artifact",
+)
+async def archive_artifact(artifact_id: str, principal: Caller, svc: ServicesDep) -> Response:
+    artifact, changed = await svc.artifacts.archive(principal, artifact_id)
+    if changed:
+        svc.metrics.record_artifacts_archived()
+    return JSONResponse(artifact)

@@ -1,0 +1,209 @@
+"""The ``task-framework`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from task_framework._version import __version__
+
+app = typer.Typer(
+    name="task-framework",
+    help="Host task definitions and run them as threads over a REST API.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+keys_app = typer.Typer(
+    help="Manage API keys (stored hashed in the database).", no_args_is_help=True
+)
+app.add_typer(keys_app, name="api-key")
+
+
+def _settings(**overrides: Any) -> Any:
+    from pydantic import ValidationError
+
+    from task_framework.settings import Settings
+
+    values = {k: v for k, v in overrides.items() if v is not None and v != []}
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        typer.echo(f"error: invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+_EXAMPLE_BODY = '{"mode": "sync", "inputs": [{"kind": "json", "value": {"name": "world"}}]}'
+
+
+def _banner(svc: Any) -> None:
+    settings = svc.settings
+    base = f"http://{settings.host}:{settings.port}"
+    lines = [f"task-framework {__version__} serving on {base}  (docs: {base}/docs)"]
+    tasks = svc.registry.all()
+    if tasks:
+        lines.append("tasks: " + ", ".join(t.full_id for t in tasks))
+    keys = svc.generated_keys
+    if keys:
+        lines += [
+            f"generated API keys (kept in {settings.data_dir}/generated-api-keys.json, mode 0600):",
+            f"  admin key:   {keys['admin_api_key']}",
+            f"  regular key: {keys['api_key']}",
+            "try:",
+            f"  curl -s -X POST '{base}/threads' -H 'X-API-Key: {keys['api_key']}' \\",
+            "       -H 'X-User-Id: user1' -H 'X-App-Id: app1' \\",
+            "       -H 'Content-Type: application/json' \\",
+            "       -d '" + _EXAMPLE_BODY + "'",
+        ]
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 3000)")] = None,
+    dev_task: Annotated[
+        list[Path] | None,
+        typer.Option("--dev-task", help="Load a task from a source folder (repeatable)"),
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory (default ./data)")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="sqlite:///... or postgresql://...")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = None,
+) -> None:
+    """Run one replica: the API, its workers and background jobs."""
+    import uvicorn
+
+    from task_framework.app import create_app
+    from task_framework.observability.logging import configure_logging
+
+    settings = _settings(
+        host=host,
+        port=port,
+        dev_tasks=dev_task,
+        data_dir=data_dir,
+        database_url=database_url,
+        log_level=log_level,
+    )
+    configure_logging(settings.log_level)
+    application = create_app(settings, on_ready=_banner)
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
+    )
+
+
+@app.command()
+def migrate(
+    database_url: Annotated[
+        str | None, typer.Option(help="sqlite:///... or postgresql://...")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Apply database migrations and exit."""
+    from task_framework.store.database import Database
+
+    settings = _settings(database_url=database_url, data_dir=data_dir)
+    db = Database(settings.resolved_database_url)
+    db.migrate()
+    typer.echo("database is up to date")
+
+
+def _with_keyring(fn: Any, database_url: str | None, data_dir: Path | None) -> Any:
+    from task_framework.services.auth import KeyRing
+    from task_framework.store.database import Database
+
+    settings = _settings(database_url=database_url, data_dir=data_dir)
+
+    async def _run() -> Any:
+        db = Database(settings.resolved_database_url)
+        await asyncio.to_thread(db.migrate)
+        try:
+            return await fn(KeyRing(db, api_keys=[], admin_api_keys=[]))
+        finally:
+            await db.close()
+
+    return asyncio.run(_run())
+
+
+DbOption = Annotated[
+    str | None, typer.Option("--database-url", help="sqlite:///... or postgresql://...")
+]
+DataDirOption = Annotated[Path | None, typer.Option("--data-dir")]
+
+
+@keys_app.command("create")
+def key_create(
+    name: Annotated[str, typer.Option(help="A name for the key")],
+    admin: Annotated[bool, typer.Option("--admin", help="An admin key")] = False,
+    app_id: Annotated[str | None, typer.Option(help="Bind the key to this app_id")] = None,
+    user_id: Annotated[str | None, typer.Option(help="Bind the key to this user_id")] = None,
+    database_url: DbOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Create a key; its secret is printed once."""
+    if admin and (app_id or user_id):
+        typer.echo("error: admin keys cannot be bound to an app_id/user_id", err=True)
+        raise typer.Exit(2)
+
+    async def _create(keys: Any) -> Any:
+        return await keys.create_key(
+            name=name, role="admin" if admin else "user", app_id=app_id, user_id=user_id
+        )
+
+    created = _with_keyring(_create, database_url, data_dir)
+    typer.echo(f"{created['id']}  {created['role']}  {created['name']}")
+    typer.echo(created["key"])
+
+
+@keys_app.command("list")
+def key_list(database_url: DbOption = None, data_dir: DataDirOption = None) -> None:
+    """List managed keys (never their secrets)."""
+    from task_framework.store.paging import PageRequest
+
+    async def _list(keys: Any) -> Any:
+        return await keys.list_keys(
+            role=None, app_id=None, user_id=None, include_revoked=True, page=PageRequest(limit=1000)
+        )
+
+    _, items = _with_keyring(_list, database_url, data_dir)
+    for item in items:
+        state = "revoked" if item["revoked_at"] else "active"
+        bound = ",".join(f"{k}={item[k]}" for k in ("app_id", "user_id") if item[k])
+        typer.echo(
+            f"{item['id']}  {item['role']:5}  {state:7}  {item['prefix']}…  {item['name']}  {bound}"
+        )
+
+
+@keys_app.command("revoke")
+def key_revoke(key_id: str, database_url: DbOption = None, data_dir: DataDirOption = None) -> None:
+    """Revoke a managed key."""
+    from task_framework.errors import NotFound
+
+    async def _revoke(keys: Any) -> None:
+        await keys.revoke_key(key_id)
+
+    try:
+        _with_keyring(_revoke, database_url, data_dir)
+    except NotFound as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"revoked {key_id}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

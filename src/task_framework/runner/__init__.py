@@ -1,0 +1,1 @@
+"""Isolated execution: per-version environments and worker processes."""

@@ -1,0 +1,298 @@
+"""API keys and caller identity (API.md §1.5, §11.2).
+
+Every key, configured or managed, is held only as its SHA-256 and compared in constant
+time. Managed-key lookups are cached for at most :data:`KEY_CACHE_SECONDS`, so a
+revocation reaches every replica within that time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, insert, select, update
+
+from task_framework.errors import (
+    AuthForbidden,
+    AuthInvalid,
+    AuthRequired,
+    MetadataRequired,
+    NotFound,
+)
+from task_framework.ids import new_id
+from task_framework.models._time import utcnow
+from task_framework.store.database import Database
+from task_framework.store.paging import Page, PageRequest, paginate
+from task_framework.store.tables import api_keys
+
+KEY_PREFIX = "tfk_"
+KEY_CACHE_SECONDS = 1.0
+LAST_USED_REFRESH = timedelta(minutes=1)
+DISPLAY_PREFIX_CHARS = 12
+
+
+def generate_key() -> str:
+    """``tfk_`` + 43 base64url characters (32 random bytes)."""
+    return KEY_PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller of one request."""
+
+    is_admin: bool
+    app_id: str | None = None
+    user_id: str | None = None
+    key_id: str | None = None
+    key_name: str | None = None
+
+    def owns(self, app_id: str | None, user_id: str | None) -> bool:
+        return self.is_admin or (app_id == self.app_id and user_id == self.user_id)
+
+    @property
+    def display_name(self) -> str:
+        return self.key_name or ("admin" if self.is_admin else "user")
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyRecord:
+    key_hash: str
+    role: str
+    key_id: str | None = None
+    name: str | None = None
+    app_id: str | None = None
+    user_id: str | None = None
+    expires_at: datetime | None = None
+    revoked: bool = False
+    last_used_at: datetime | None = None
+
+
+def api_key_dict(row: Any) -> dict[str, Any]:
+    from task_framework.models._time import format_ts
+
+    m = row._mapping
+    return {
+        "id": m["id"],
+        "name": m["name"],
+        "role": m["role"],
+        "app_id": m["app_id"],
+        "user_id": m["user_id"],
+        "prefix": m["prefix"],
+        "created_at": format_ts(m["created_at"]),
+        "expires_at": format_ts(m["expires_at"]),
+        "last_used_at": format_ts(m["last_used_at"]),
+        "revoked_at": format_ts(m["revoked_at"]),
+    }
+
+
+class KeyRing:
+    """Verifies keys and resolves the caller's identity."""
+
+    def __init__(self, db: Database, *, api_keys: list[str], admin_api_keys: list[str]) -> None:
+        self._db = db
+        self._configured: dict[str, _KeyRecord] = {}
+        for key in api_keys:
+            self._configured[hash_key(key)] = _KeyRecord(hash_key(key), "user")
+        for key in admin_api_keys:  # admin wins when a key is listed twice
+            self._configured[hash_key(key)] = _KeyRecord(hash_key(key), "admin")
+        self._cache: dict[str, tuple[float, _KeyRecord | None]] = {}
+
+    @property
+    def has_configured_admin(self) -> bool:
+        return any(r.role == "admin" for r in self._configured.values())
+
+    async def _lookup(self, key: str) -> _KeyRecord | None:
+        digest = hash_key(key)
+        record = self._configured.get(digest)
+        if record is not None:
+            return record if hmac.compare_digest(record.key_hash, digest) else None
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and now - cached[0] < KEY_CACHE_SECONDS:
+            return cached[1]
+        row = await self._db.tx(
+            lambda conn: conn.execute(select(api_keys).where(api_keys.c.key_hash == digest)).first()
+        )
+        found = None
+        if row is not None and hmac.compare_digest(row.key_hash, digest):
+            found = _KeyRecord(
+                key_hash=row.key_hash,
+                role=row.role,
+                key_id=row.id,
+                name=row.name,
+                app_id=row.app_id,
+                user_id=row.user_id,
+                expires_at=row.expires_at,
+                revoked=row.revoked_at is not None,
+                last_used_at=row.last_used_at,
+            )
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (now, found)
+        return found
+
+    async def _valid(self, key: str) -> _KeyRecord | None:
+        record = await self._lookup(key)
+        if record is None or record.revoked:
+            return None
+        now = utcnow()
+        if record.expires_at is not None and record.expires_at <= now:
+            return None
+        if record.key_id is not None and (
+            record.last_used_at is None or now - record.last_used_at > LAST_USED_REFRESH
+        ):
+            key_id = record.key_id
+            await self._db.tx(
+                lambda conn: conn.execute(
+                    update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=now)
+                )
+            )
+            self._cache.pop(record.key_hash, None)
+        return record
+
+    async def authenticate(
+        self,
+        *,
+        api_key: str | None,
+        admin_key: str | None,
+        app_id: str | None,
+        user_id: str | None,
+        admin_only: bool = False,
+    ) -> Principal:
+        """The caller for a K route (``admin_only=False``) or an A route."""
+        if admin_only:
+            key = admin_key or api_key
+            if not key:
+                raise AuthRequired("Missing admin API key")
+            record = await self._valid(key)
+            if record is None or record.role != "admin":
+                raise AuthInvalid("Invalid admin API key")
+            return Principal(True, app_id, user_id, record.key_id, record.name)
+        if not api_key:
+            raise AuthRequired("Missing API key")
+        record = await self._valid(api_key)
+        if record is None:
+            raise AuthInvalid("Invalid API key")
+        if record.role == "admin":
+            return Principal(True, app_id, user_id, record.key_id, record.name)
+        for bound, given in ((record.app_id, app_id), (record.user_id, user_id)):
+            if bound is not None and given is not None and given != bound:
+                raise AuthForbidden("This API key is bound to a different app_id/user_id")
+        app_id = app_id if app_id is not None else record.app_id
+        user_id = user_id if user_id is not None else record.user_id
+        if not app_id or not user_id:
+            raise MetadataRequired("user_id and app_id are required (X-User-Id and X-App-Id)")
+        return Principal(False, app_id, user_id, record.key_id, record.name)
+
+    # -- managed keys -------------------------------------------------------------------
+
+    async def create_key(
+        self,
+        *,
+        name: str,
+        role: str,
+        app_id: str | None = None,
+        user_id: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> dict[str, Any]:
+        key = generate_key()
+        row = {
+            "id": new_id("apikey"),
+            "name": name,
+            "role": role,
+            "app_id": app_id,
+            "user_id": user_id,
+            "key_hash": hash_key(key),
+            "prefix": key[:DISPLAY_PREFIX_CHARS],
+            "source": "managed",
+            "created_at": utcnow(),
+            "expires_at": expires_at,
+        }
+
+        def _insert(conn: Connection) -> Any:
+            conn.execute(insert(api_keys).values(**row))
+            return conn.execute(select(api_keys).where(api_keys.c.id == row["id"])).one()
+
+        stored = await self._db.tx(_insert)
+        return {**api_key_dict(stored), "key": key}
+
+    async def list_keys(
+        self,
+        *,
+        role: str | None,
+        app_id: str | None,
+        user_id: str | None,
+        include_revoked: bool,
+        page: PageRequest,
+    ) -> tuple[Page, list[dict[str, Any]]]:
+        query = select(api_keys)
+        conditions = []
+        if role:
+            conditions.append(api_keys.c.role == role)
+        if app_id:
+            conditions.append(api_keys.c.app_id == app_id)
+        if user_id:
+            conditions.append(api_keys.c.user_id == user_id)
+        if not include_revoked:
+            conditions.append(api_keys.c.revoked_at.is_(None))
+        if conditions:
+            query = query.where(and_(*conditions))
+
+        def _list(conn: Connection) -> Page:
+            return paginate(
+                conn,
+                query,
+                route="api-keys",
+                sort=api_keys.c.created_at,
+                ident=api_keys.c.id,
+                page=page,
+            )
+
+        result = await self._db.tx(_list)
+        return result, [api_key_dict(r) for r in result.rows]
+
+    async def revoke_key(self, key_id: str) -> None:
+        now = utcnow()
+
+        def _revoke(conn: Connection) -> int:
+            found = conn.execute(select(api_keys.c.id).where(api_keys.c.id == key_id)).first()
+            if found is None:
+                return 0
+            conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            return 1
+
+        if not await self._db.tx(_revoke):
+            raise NotFound(f"API key {key_id} not found", code="API_KEY_NOT_FOUND")
+        self._cache.clear()
+
+    async def count_active_admin_keys(self) -> int:
+        now = utcnow()
+
+        def _count(conn: Connection) -> int:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(api_keys)
+                    .where(
+                        api_keys.c.role == "admin",
+                        api_keys.c.revoked_at.is_(None),
+                        (api_keys.c.expires_at.is_(None)) | (api_keys.c.expires_at > now),
+                    )
+                ).scalar_one()
+            )
+
+        return await self._db.tx(_count)

@@ -1,0 +1,453 @@
+"""The queue worker of one replica: claims queued threads, runs them, settles them.
+
+The ``threads`` table is the queue (ARCHITECTURE.md §3). A claim sets ``running``, the
+lease owner and expiry, and bumps ``lease_token`` (the fencing token) in one statement
+(``FOR UPDATE SKIP LOCKED`` on PostgreSQL). The lease is renewed while the task runs;
+every later write about the run checks the token, so a worker that lost its lease cannot
+overwrite a newer outcome. Any replica fails threads whose lease expired (``WORKER_LOST``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection, func, select, text, update
+
+from task_framework.errors import ServiceUnavailable, TaskFrameworkError
+from task_framework.ids import new_id
+from task_framework.models._time import utcnow
+from task_framework.models.threads import TERMINAL_STATES
+from task_framework.runner.base import ErrorInfo, Outcome, Runner, RunRequest
+from task_framework.runner.envs import EnvironmentBuilder
+from task_framework.services.events import THREAD_TERMINAL_EVENTS, insert_events, thread_event
+from task_framework.services.host import ThreadHost
+from task_framework.services.settings import SettingsService
+from task_framework.services.tasks import TaskDefinition, TaskRegistry
+from task_framework.services.threads import load_thread, load_threads
+from task_framework.store.database import Database
+from task_framework.store.tables import threads
+
+log = logging.getLogger("task_framework.executor")
+
+IDLE_POLL_SECONDS = 1.0
+"""How often an idle replica looks for queued threads it was not woken for."""
+WAIT_POLL_SECONDS = 1.0
+"""How often a sync request re-reads a thread another replica may be running."""
+LIMIT_LOCK_KEY = 0x7466_6C69  # advisory lock serialising claims under a cluster limit
+
+
+@dataclass(slots=True)
+class _Claimed:
+    thread: dict[str, Any]
+    token: int
+    created_by_admin: bool
+    timeout_seconds: int | None
+
+
+def worker_lost_error() -> dict[str, Any]:
+    return {
+        "code": "WORKER_LOST",
+        "message": "Worker lost",
+        "exception_type": "WorkerLost",
+        "stack_trace": None,
+        "details": None,
+    }
+
+
+def _error_dict(error: ErrorInfo | None) -> dict[str, Any] | None:
+    if error is None:
+        return None
+    return {
+        "code": error.code,
+        "message": error.message,
+        "exception_type": error.exception_type,
+        "stack_trace": error.stack_trace,
+        "details": None,
+    }
+
+
+class Executor:
+    """Claims and runs threads on this replica."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        runner: Runner,
+        registry: TaskRegistry,
+        builder: EnvironmentBuilder,
+        settings: SettingsService,
+        capacity: int,
+        lease_seconds: float,
+        shutdown_grace_seconds: float,
+        log_level: str,
+        max_log_bytes: int,
+        host_factory: Callable[..., ThreadHost] = ThreadHost,
+        on_state: Callable[[str], None] | None = None,
+        on_finished: Callable[[str, str, float], None] | None = None,
+    ) -> None:
+        self.replica_id = new_id("replica")
+        self._db = db
+        self._runner = runner
+        self._registry = registry
+        self._builder = builder
+        self._settings = settings
+        self._capacity = capacity
+        self._lease = timedelta(seconds=lease_seconds)
+        self._lease_seconds = lease_seconds
+        self._shutdown_grace = shutdown_grace_seconds
+        self._log_level = log_level
+        self._max_log_bytes = max_log_bytes
+        self._host_factory = host_factory
+        self._on_state = on_state or (lambda _state: None)
+        self._on_finished = on_finished or (lambda _task, _state, _duration: None)
+        self._wake = asyncio.Event()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        self._loops: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loops = [
+            asyncio.create_task(self._dispatch_loop(), name="executor-dispatch"),
+            asyncio.create_task(self._lease_loop(), name="executor-lease"),
+            asyncio.create_task(self._recovery_loop(), name="executor-recovery"),
+        ]
+
+    @property
+    def running(self) -> bool:
+        return bool(self._loops) and not self._closing
+
+    async def close(self) -> None:
+        """Stop claiming; give running threads the shutdown grace, then fail them."""
+        self._closing = True
+        self._wake.set()
+        for loop_task in self._loops[:1]:
+            loop_task.cancel()
+        running = list(self._running.values())
+        if running:
+            await asyncio.wait(running, timeout=self._shutdown_grace)
+        for thread_id, task in list(self._running.items()):
+            if not task.done():
+                await self._db.tx(self._fail_lost, thread_id)
+                task.cancel()
+        for task in [*self._loops, *self._running.values()]:
+            task.cancel()
+        await asyncio.gather(*self._loops, *self._running.values(), return_exceptions=True)
+
+    def _fail_lost(self, conn: Connection, thread_id: str) -> None:
+        now = utcnow()
+        result = conn.execute(
+            update(threads)
+            .where(threads.c.id == thread_id, threads.c.state == "running")
+            .values(state="failed", error=worker_lost_error(), finished_at=now, lease_owner=None)
+        )
+        if result.rowcount:
+            thread = load_thread(conn, thread_id, show_stack=True)
+            insert_events(
+                conn, [thread_event("thread.failed", thread, at=now, artifacts=thread["artifacts"])]
+            )
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- sync waiting ---------------------------------------------------------------------
+
+    async def wait_for(self, thread_id: str) -> dict[str, Any]:
+        """Wait until the thread is terminal; return it (admin view)."""
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(thread_id, []).append(future)
+        try:
+            while True:
+                try:
+                    return await asyncio.wait_for(asyncio.shield(future), WAIT_POLL_SECONDS)
+                except TimeoutError:
+                    thread = await self._db.tx(lambda c: load_thread(c, thread_id, show_stack=True))
+                    if thread["state"] in TERMINAL_STATES:
+                        return thread
+        finally:
+            waiters = self._waiters.get(thread_id, [])
+            if future in waiters:
+                waiters.remove(future)
+            if not waiters:
+                self._waiters.pop(thread_id, None)
+
+    def thread_settled(self, thread_id: str, thread: dict[str, Any]) -> None:
+        for future in self._waiters.pop(thread_id, []):
+            if not future.done():
+                future.set_result(thread)
+
+    async def stop_local(self, thread_id: str) -> None:
+        if thread_id in self._running:
+            await self._runner.stop(thread_id)
+
+    # -- claiming -------------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        while not self._closing:
+            self._wake.clear()
+            free = self._capacity - len(self._running)
+            claimed: list[_Claimed] = []
+            if free > 0:
+                try:
+                    limit = await self._settings.max_concurrent_threads()
+                    claimed = await self._db.tx(self._claim, free, limit)
+                except (ServiceUnavailable, TaskFrameworkError) as exc:
+                    log.warning("claim failed: %s", exc)
+                    await asyncio.sleep(IDLE_POLL_SECONDS)
+                    continue
+                for item in claimed:
+                    thread_id = item.thread["id"]
+                    self._running[thread_id] = asyncio.create_task(
+                        self._execute(item), name=f"thread-{thread_id}"
+                    )
+            if claimed and len(claimed) == free:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+
+    def _claim(self, conn: Connection, wanted: int, limit: int) -> list[_Claimed]:
+        if limit > 0:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LIMIT_LOCK_KEY})
+            running = conn.execute(
+                select(func.count()).select_from(threads).where(threads.c.state == "running")
+            ).scalar_one()
+            wanted = min(wanted, limit - int(running))
+            if wanted <= 0:
+                return []
+        now = utcnow()
+        candidates = (
+            select(threads.c.id)
+            .where(threads.c.state == "queued")
+            .order_by(threads.c.created_at, threads.c.id)
+            .limit(wanted)
+            .with_for_update(skip_locked=True)
+        )
+        rows = list(
+            conn.execute(
+                update(threads)
+                .where(threads.c.id.in_(candidates.scalar_subquery()))
+                .values(
+                    state="running",
+                    started_at=now,
+                    lease_owner=self.replica_id,
+                    lease_expires_at=now + self._lease,
+                    lease_token=threads.c.lease_token + 1,
+                )
+                .returning(*threads.c)
+            )
+        )
+        if not rows:
+            return []
+        rows.sort(key=lambda r: (r.created_at, r.id))
+        loaded = load_threads(conn, rows, show_stack=True)
+        insert_events(conn, [thread_event("thread.started", t, at=now) for t in loaded])
+        return [
+            _Claimed(
+                thread=t,
+                token=r.lease_token,
+                created_by_admin=bool(r.created_by_admin),
+                timeout_seconds=r.timeout_seconds,
+            )
+            for t, r in zip(loaded, rows, strict=True)
+        ]
+
+    # -- running --------------------------------------------------------------------------
+
+    async def _execute(self, claimed: _Claimed) -> None:
+        thread = claimed.thread
+        thread_id = thread["id"]
+        self._on_state("running")
+        try:
+            outcome = await self._run(claimed)
+            final = await self._db.tx(self._finish, thread_id, claimed.token, outcome)
+            if final is not None:
+                self._on_state(final["state"])
+                self._on_finished(
+                    thread["metadata"].get("task_id") or "", final["state"], _duration(final)
+                )
+            else:
+                final = await self._db.tx(lambda c: load_thread(c, thread_id, show_stack=True))
+            self.thread_settled(thread_id, final)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("thread execution failed unexpectedly", extra={"thread_id": thread_id})
+        finally:
+            self._running.pop(thread_id, None)
+            self._wake.set()
+
+    async def _run(self, claimed: _Claimed) -> Outcome:
+        thread = claimed.thread
+        meta = thread["metadata"]
+        task = self._registry.get(meta.get("task_id") or "", meta.get("task_version") or "")
+        if task is None:
+            return Outcome(
+                "failed",
+                ErrorInfo(
+                    "TASK_UNAVAILABLE",
+                    f"Task {meta.get('task_id')}:{meta.get('task_version')} is not deployed",
+                    "TaskUnavailable",
+                ),
+            )
+        try:
+            if task.env is None:
+                task.env = await self._builder.ensure(task.deps_dir)
+            spec = task.spec()
+        except TaskFrameworkError as exc:
+            return Outcome("failed", ErrorInfo("TASK_LOAD_FAILED", exc.message, type(exc).__name__))
+        request = RunRequest(
+            thread_id=thread["id"],
+            inputs=thread["inputs"],
+            params=thread["params"],
+            metadata=meta,
+            config=self._config_for(task, thread["params"], claimed.created_by_admin),
+            secrets={},
+            timeout_seconds=None
+            if claimed.timeout_seconds is None
+            else float(claimed.timeout_seconds),
+            log_level=self._log_level,
+        )
+        host = self._host_factory(
+            db=self._db,
+            thread=thread,
+            token=claimed.token,
+            task=task,
+            max_log_bytes=self._max_log_bytes,
+        )
+        return await self._runner.run(spec, request, host)
+
+    @staticmethod
+    def _config_for(task: TaskDefinition, params: dict[str, Any], by_admin: bool) -> dict[str, str]:
+        """Plain configuration values (API.md §14.4): admin overrides, then defaults."""
+        overrides = params.get("_env_overrides") if by_admin else None
+        config: dict[str, str] = {}
+        for requirement in task.requirements:
+            name = requirement["name"]
+            if isinstance(overrides, dict) and name in overrides:
+                config[name] = str(overrides[name])
+            elif requirement.get("default") is not None:
+                config[name] = str(requirement["default"])
+        return config
+
+    def _finish(
+        self, conn: Connection, thread_id: str, token: int, outcome: Outcome
+    ) -> dict[str, Any] | None:
+        now = utcnow()
+        result = conn.execute(
+            update(threads)
+            .where(
+                threads.c.id == thread_id,
+                threads.c.lease_token == token,
+                threads.c.state == "running",
+            )
+            .values(
+                state=outcome.status,
+                error=_error_dict(outcome.error),
+                finished_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+        )
+        if not result.rowcount:
+            return None
+        thread = load_thread(conn, thread_id, show_stack=True)
+        insert_events(
+            conn,
+            [
+                thread_event(
+                    THREAD_TERMINAL_EVENTS[outcome.status],
+                    thread,
+                    at=now,
+                    artifacts=thread["artifacts"],
+                )
+            ],
+        )
+        return thread
+
+    # -- leases -----------------------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        interval = max(self._lease_seconds / 3, 0.2)
+        while True:
+            await asyncio.sleep(interval)
+            if not self._running:
+                continue
+            try:
+                stopped = await self._db.tx(self._renew, list(self._running))
+            except TaskFrameworkError as exc:
+                log.warning("lease renewal failed: %s", exc)
+                continue
+            for thread_id in stopped:
+                await self._runner.stop(thread_id)
+
+    def _renew(self, conn: Connection, ids: list[str]) -> list[str]:
+        now = utcnow()
+        conn.execute(
+            update(threads)
+            .where(threads.c.id.in_(ids), threads.c.lease_owner == self.replica_id)
+            .values(lease_expires_at=now + self._lease)
+        )
+        # Threads stopped through another replica: their process runs here.
+        return [
+            row.id
+            for row in conn.execute(
+                select(threads.c.id).where(threads.c.id.in_(ids), threads.c.state != "running")
+            )
+        ]
+
+    async def _recovery_loop(self) -> None:
+        interval = max(min(self._lease_seconds / 2, 5.0), 0.2)
+        while True:
+            try:
+                recovered = await self._db.tx(self._recover)
+                for thread in recovered:
+                    self._on_state("failed")
+                    self.thread_settled(thread["id"], thread)
+            except TaskFrameworkError as exc:
+                log.warning("lease recovery failed: %s", exc)
+            await asyncio.sleep(interval)
+
+    def _recover(self, conn: Connection) -> list[dict[str, Any]]:
+        now = utcnow()
+        rows = list(
+            conn.execute(
+                update(threads)
+                .where(threads.c.state == "running", threads.c.lease_expires_at < now)
+                .values(
+                    state="failed",
+                    error=worker_lost_error(),
+                    finished_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+                .returning(*threads.c)
+            )
+        )
+        loaded = load_threads(conn, rows, show_stack=True)
+        insert_events(
+            conn,
+            [thread_event("thread.failed", t, at=now, artifacts=t["artifacts"]) for t in loaded],
+        )
+        return loaded
+
+    def counts(self) -> tuple[int, int]:
+        return len(self._running), self._capacity - len(self._running)
+
+
+def _duration(thread: dict[str, Any]) -> float:
+    from datetime import datetime
+
+    started, finished = thread.get("started_at"), thread.get("finished_at")
+    if not started or not finished:
+        return 0.0
+    return (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()

@@ -1,0 +1,1 @@
+"""Helpers of the task-author surface (standard library and pydantic only)."""
