@@ -80,11 +80,10 @@ def _build_runner(settings: Settings) -> Runner:
 
 
 def build_services(settings: Settings, *, runner: Runner | None = None) -> Services:
-    data_dir = settings.data_dir.resolve()
     db = Database(settings.resolved_database_url)
     metrics = Metrics()
     registry = TaskRegistry()
-    builder = EnvironmentBuilder(data_dir / "venvs", uv_cache_dir=settings.uv_cache_dir)
+    builder = EnvironmentBuilder(settings.resolved_venvs_dir, uv_cache_dir=settings.uv_cache_dir)
     runner = runner or _build_runner(settings)
     settings_service = SettingsService(db, default_max_concurrent=settings.max_concurrent_threads)
     executor = Executor(

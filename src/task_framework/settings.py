@@ -75,6 +75,7 @@ class Settings(BaseSettings):
         10 * MiB, ge=0, validation_alias=_env("MAX_LOG_BYTES_PER_THREAD")
     )
     storage_type: str | None = Field(None, validation_alias=AliasChoices("STORAGE_TYPE"))
+    venvs_dir: Path | None = Field(None, validation_alias=_env("VENVS_DIR"))
     dev_tasks: list[Path] = Field(default_factory=list, validation_alias=_env("DEV_TASKS"))
     uv_cache_dir: Path | None = Field(None, validation_alias=_env("UV_CACHE_DIR"))
 
@@ -108,5 +109,5 @@ class Settings(BaseSettings):
         return self.task_definitions_dir or self.data_dir / "task_definitions"
 
     @property
-    def venvs_dir(self) -> Path:
-        return self.data_dir / "venvs"
+    def resolved_venvs_dir(self) -> Path:
+        return (self.venvs_dir or self.data_dir / "venvs").resolve()

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, func, select, text, update
 
@@ -26,7 +26,7 @@ from task_framework.models.threads import TERMINAL_STATES
 from task_framework.runner.base import ErrorInfo, Outcome, Runner, RunRequest
 from task_framework.runner.envs import EnvironmentBuilder
 from task_framework.services.events import THREAD_TERMINAL_EVENTS, insert_events, thread_event
-from task_framework.services.host import ThreadHost
+from task_framework.services.host import FileStore, ThreadHost
 from task_framework.services.settings import SettingsService
 from task_framework.services.tasks import TaskDefinition, TaskRegistry
 from task_framework.services.threads import load_thread, load_threads
@@ -40,6 +40,14 @@ IDLE_POLL_SECONDS = 1.0
 WAIT_POLL_SECONDS = 1.0
 """How often a sync request re-reads a thread another replica may be running."""
 LIMIT_LOCK_KEY = 0x7466_6C69  # advisory lock serialising claims under a cluster limit
+
+
+class ConfigSource(Protocol):
+    """Stored task configuration (credentials service)."""
+
+    async def resolve(self, task_id: str, version: str) -> tuple[dict[str, str], dict[str, str]]:
+        """(plain values, secret values) stored for one task version."""
+        ...
 
 
 @dataclass(slots=True)
@@ -89,6 +97,8 @@ class Executor:
         log_level: str,
         max_log_bytes: int,
         host_factory: Callable[..., ThreadHost] = ThreadHost,
+        files: FileStore | None = None,
+        config: ConfigSource | None = None,
         on_state: Callable[[str], None] | None = None,
         on_finished: Callable[[str, str, float], None] | None = None,
     ) -> None:
@@ -105,6 +115,8 @@ class Executor:
         self._log_level = log_level
         self._max_log_bytes = max_log_bytes
         self._host_factory = host_factory
+        self.files = files
+        self.config = config
         self._on_state = on_state or (lambda _state: None)
         self._on_finished = on_finished or (lambda _task, _state, _duration: None)
         self._wake = asyncio.Event()
@@ -305,13 +317,14 @@ class Executor:
             spec = task.spec()
         except TaskFrameworkError as exc:
             return Outcome("failed", ErrorInfo("TASK_LOAD_FAILED", exc.message, type(exc).__name__))
+        plain, secret = await self._configuration(task, thread["params"], claimed.created_by_admin)
         request = RunRequest(
             thread_id=thread["id"],
             inputs=thread["inputs"],
             params=thread["params"],
             metadata=meta,
-            config=self._config_for(task, thread["params"], claimed.created_by_admin),
-            secrets={},
+            config=plain,
+            secrets=secret,
             timeout_seconds=None
             if claimed.timeout_seconds is None
             else float(claimed.timeout_seconds),
@@ -323,21 +336,33 @@ class Executor:
             token=claimed.token,
             task=task,
             max_log_bytes=self._max_log_bytes,
+            files_service=self.files,
         )
         return await self._runner.run(spec, request, host)
 
-    @staticmethod
-    def _config_for(task: TaskDefinition, params: dict[str, Any], by_admin: bool) -> dict[str, str]:
-        """Plain configuration values (API.md §14.4): admin overrides, then defaults."""
+    async def _configuration(
+        self, task: TaskDefinition, params: dict[str, Any], by_admin: bool
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """(plain, secret) values for the declared requirements (API.md §14.4): admin
+        overrides, then the stored task configuration, then defaults."""
         overrides = params.get("_env_overrides") if by_admin else None
-        config: dict[str, str] = {}
+        stored_plain: dict[str, str] = {}
+        stored_secret: dict[str, str] = {}
+        if self.config is not None and task.requirements:
+            stored_plain, stored_secret = await self.config.resolve(task.task_id, task.version)
+        plain: dict[str, str] = {}
+        secret: dict[str, str] = {}
         for requirement in task.requirements:
             name = requirement["name"]
             if isinstance(overrides, dict) and name in overrides:
-                config[name] = str(overrides[name])
+                plain[name] = str(overrides[name])
+            elif name in stored_secret:
+                secret[name] = stored_secret[name]
+            elif name in stored_plain:
+                plain[name] = stored_plain[name]
             elif requirement.get("default") is not None:
-                config[name] = str(requirement["default"])
-        return config
+                plain[name] = str(requirement["default"])
+        return plain, secret
 
     def _finish(
         self, conn: Connection, thread_id: str, token: int, outcome: Outcome

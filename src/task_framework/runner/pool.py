@@ -1,0 +1,290 @@
+"""ProcessRunner: the Runner that runs threads in warm pools of worker processes.
+
+Idle workers are kept per task version (``TaskSpec.pool_key``) and reused LIFO, so the
+cold start (interpreter, SDK and task imports) is paid once per worker. A worker is
+retired after ``max_runs_per_worker`` runs, after ``idle_seconds`` unused, and after any
+abnormal end (crash, stop, timeout, load failure, leftover child processes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from task_framework.runner.base import (
+    TASK_CRASHED,
+    TASK_LOAD_FAILED,
+    TASK_TIMEOUT,
+    ErrorInfo,
+    Outcome,
+    RunRequest,
+    TaskHost,
+    TaskSpec,
+)
+from task_framework.runner.process import (
+    CRASH_TYPE,
+    WorkerProcess,
+    WorkerStartError,
+    group_processes,
+)
+
+IDLE_SECONDS = 300.0
+STOP_GRACE_SECONDS = 5.0
+KILL_AFTER_SECONDS = 2.0
+MAX_RUNS_PER_WORKER = 1000
+LOG_FLUSH_SECONDS = 0.1
+MEMORY_POLL_SECONDS = 0.5
+MAX_REAP_INTERVAL_SECONDS = 30.0
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+_MIB = 1024 * 1024
+
+
+@dataclass
+class _Waiting:
+    stop_requested: bool = False
+
+
+class ProcessRunner:
+    """Runs each thread in a worker process of its task version's environment."""
+
+    def __init__(
+        self,
+        *,
+        sdk_root: Path,
+        max_workers: int,
+        max_workers_per_task: int | None = None,
+        idle_seconds: float = IDLE_SECONDS,
+        max_runs_per_worker: int = MAX_RUNS_PER_WORKER,
+        stop_grace_seconds: float = STOP_GRACE_SECONDS,
+        kill_after_seconds: float = KILL_AFTER_SECONDS,
+        max_memory_mb: int = 0,
+        log_flush_seconds: float = LOG_FLUSH_SECONDS,
+    ) -> None:
+        if max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        self._sdk_root = sdk_root
+        self._sdk_path: Path | None = None
+        self.max_workers = max_workers
+        self.max_workers_per_task = min(max_workers_per_task or max_workers, max_workers)
+        self.idle_seconds = idle_seconds
+        self.max_runs_per_worker = max_runs_per_worker
+        self.stop_grace_seconds = stop_grace_seconds
+        self.kill_after_seconds = kill_after_seconds
+        self.max_memory_mb = max_memory_mb
+        self.log_flush_seconds = log_flush_seconds
+        self._slots = asyncio.Semaphore(max_workers)
+        self._task_slots: dict[str, asyncio.Semaphore] = {}
+        self._idle: dict[str, list[WorkerProcess]] = {}
+        self._workers: set[WorkerProcess] = set()
+        self._running: dict[str, WorkerProcess] = {}
+        self._waiting: dict[str, _Waiting] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._reaper: asyncio.Task[None] | None = None
+        self._memory_watch: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- Runner ------------------------------------------------------------------------
+    async def run(self, spec: TaskSpec, request: RunRequest, host: TaskHost) -> Outcome:
+        """Run the thread to its end in a pooled worker; never raises for task faults."""
+        if self._closed:
+            raise RuntimeError("ProcessRunner is closed")
+        self._start_background()
+        waiting = self._waiting[request.thread_id] = _Waiting()
+        task_key = f"{spec.task_id}:{spec.version}"
+        task_slots = self._task_slots.setdefault(
+            task_key, asyncio.Semaphore(self.max_workers_per_task)
+        )
+        try:
+            async with task_slots, self._slots:
+                del self._waiting[request.thread_id]
+                if waiting.stop_requested:
+                    return Outcome("stopped")
+                try:
+                    worker = await self._acquire(spec)
+                except WorkerStartError as exc:
+                    return Outcome(
+                        "failed", ErrorInfo(TASK_LOAD_FAILED, str(exc), "WorkerStartError")
+                    )
+                return await self._run_on(worker, spec.entry_point, request, host)
+        finally:
+            self._waiting.pop(request.thread_id, None)
+
+    async def _run_on(
+        self, worker: WorkerProcess, entry_point: str, request: RunRequest, host: TaskHost
+    ) -> Outcome:
+        self._running[request.thread_id] = worker
+        timer = None
+        if request.timeout_seconds is not None:
+            timeout = Outcome(
+                "timeout", ErrorInfo(TASK_TIMEOUT, "Task execution timed out", "TimeoutError")
+            )
+            timer = asyncio.get_running_loop().call_later(
+                request.timeout_seconds, self._end_soon, worker, timeout, self.stop_grace_seconds
+            )
+        try:
+            return await worker.run(entry_point, request, host)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            del self._running[request.thread_id]
+            await self._release(worker)
+
+    async def stop(self, thread_id: str) -> bool:
+        """Cancel flag now; the process group is killed after the grace period."""
+        waiting = self._waiting.get(thread_id)
+        if waiting is not None:
+            waiting.stop_requested = True
+            return True
+        worker = self._running.get(thread_id)
+        if worker is None:
+            return False
+        self._end_soon(worker, Outcome("stopped"), self.stop_grace_seconds)
+        return True
+
+    async def check_entry_point(self, spec: TaskSpec) -> ErrorInfo | None:
+        """Import the entry point in a fresh worker; keep that worker warm when it loads."""
+        self._start_background()
+        worker = WorkerProcess(spec, log_flush_seconds=self.log_flush_seconds)
+        try:
+            await worker.start(self._sdk())
+        except WorkerStartError as exc:
+            return ErrorInfo(TASK_LOAD_FAILED, str(exc), "WorkerStartError")
+        self._adopt(worker)
+        error = await worker.check(spec.entry_point)
+        if error is None and len(self._workers) <= self.max_workers and not self._closed:
+            self._idle.setdefault(spec.pool_key, []).append(worker)
+        else:
+            await self._retire(worker)
+        return error
+
+    def counts(self) -> tuple[int, int]:
+        """(busy workers, idle workers)."""
+        return len(self._running), sum(len(idle) for idle in self._idle.values())
+
+    async def close(self) -> None:
+        """Kill every worker's process group and wait for them."""
+        self._closed = True
+        for task in (self._reaper, self._memory_watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._idle.clear()
+        workers = list(self._workers)
+        await asyncio.gather(*(worker.kill() for worker in workers), return_exceptions=True)
+        self._workers.clear()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    # -- workers -----------------------------------------------------------------------
+    def _sdk(self) -> Path:
+        if self._sdk_path is None:
+            from task_framework.runner.sdk import sdk_dir
+
+            self._sdk_path = sdk_dir(self._sdk_root)
+        return self._sdk_path
+
+    def _adopt(self, worker: WorkerProcess) -> None:
+        self._workers.add(worker)
+        worker.on_exit = self._forget_idle
+
+    def _forget_idle(self, worker: WorkerProcess) -> None:
+        idle = self._idle.get(worker.spec.pool_key)
+        if idle and worker in idle:
+            idle.remove(worker)
+        self._workers.discard(worker)
+
+    async def _acquire(self, spec: TaskSpec) -> WorkerProcess:
+        await self._retire_stale(spec)
+        idle = self._idle.get(spec.pool_key)
+        while idle:
+            worker = idle.pop()
+            if worker.alive:
+                return worker
+        if len(self._workers) >= self.max_workers:
+            await self._evict_oldest_idle()
+        worker = WorkerProcess(spec, log_flush_seconds=self.log_flush_seconds)
+        self._workers.add(worker)  # count it while it starts
+        try:
+            await worker.start(self._sdk())
+        except BaseException:
+            self._workers.discard(worker)
+            raise
+        self._adopt(worker)
+        return worker
+
+    async def _release(self, worker: WorkerProcess) -> None:
+        if (
+            worker.reusable
+            and worker.alive
+            and worker.runs < self.max_runs_per_worker
+            and not self._closed
+        ):
+            self._idle.setdefault(worker.spec.pool_key, []).append(worker)
+        else:
+            await self._retire(worker)
+
+    async def _retire(self, worker: WorkerProcess) -> None:
+        self._forget_idle(worker)
+        await worker.kill()
+
+    async def _retire_stale(self, spec: TaskSpec) -> None:
+        """Idle workers of the same task version with older code or environment."""
+        for key, idle in list(self._idle.items()):
+            if (
+                key != spec.pool_key
+                and idle
+                and idle[0].spec.task_id == spec.task_id
+                and (idle[0].spec.version == spec.version)
+            ):
+                for worker in list(idle):
+                    await self._retire(worker)
+
+    async def _evict_oldest_idle(self) -> None:
+        candidates = [w for idle in self._idle.values() for w in idle]
+        if candidates:
+            await self._retire(min(candidates, key=lambda w: w.last_used))
+
+    def _end_soon(self, worker: WorkerProcess, decision: Outcome, grace: float) -> None:
+        task = asyncio.get_running_loop().create_task(
+            worker.end(decision, grace_seconds=grace, kill_after_seconds=self.kill_after_seconds)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- background --------------------------------------------------------------------
+    def _start_background(self) -> None:
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
+        if self.max_memory_mb > 0 and self._memory_watch is None:
+            self._memory_watch = asyncio.get_running_loop().create_task(self._watch_memory())
+
+    async def _reap_idle(self) -> None:
+        interval = min(max(self.idle_seconds / 4, 0.05), MAX_REAP_INTERVAL_SECONDS)
+        while True:
+            await asyncio.sleep(interval)
+            deadline = time.monotonic() - self.idle_seconds
+            for idle in list(self._idle.values()):
+                for worker in [w for w in idle if w.last_used < deadline]:
+                    await self._retire(worker)
+
+    async def _watch_memory(self) -> None:
+        limit_bytes = self.max_memory_mb * _MIB
+        error = ErrorInfo(
+            TASK_CRASHED,
+            f"Task process exceeded the memory limit of {self.max_memory_mb} MiB",
+            CRASH_TYPE,
+        )
+        while True:
+            await asyncio.sleep(MEMORY_POLL_SECONDS)
+            for worker in list(self._running.values()):
+                pages = sum(rss for _, _, rss in group_processes(worker.pid))
+                if pages * _PAGE_BYTES > limit_bytes:
+                    self._end_soon(worker, Outcome("failed", error), 0)
+
+
+__all__ = ["ProcessRunner"]
