@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -18,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from task_framework.errors import ArtifactValidationError, NotFound
+from task_framework.errors import ArtifactValidationError, NotFound, TaskFrameworkError
 from task_framework.runner import protocol as p
 from task_framework.runner.base import (
     TASK_CRASHED,
@@ -51,6 +52,8 @@ BOOTSTRAP = (
     "from task_framework.runner.child import main\n"
     "main(ppid)\n"
 )
+
+_log = logging.getLogger("task_framework.runner")
 
 
 class WorkerStartError(Exception):
@@ -437,7 +440,7 @@ class WorkerProcess:
         except ArtifactValidationError as exc:
             self._reply(request_id, error=(p.ERR_VALIDATION, str(exc)))
         except Exception as exc:
-            self._reply(request_id, error=(p.ERR_HOST, f"{type(exc).__name__}: {exc}"))
+            self._reply(request_id, error=_host_error(exc))
         else:
             self._reply(request_id, stored)
 
@@ -445,7 +448,7 @@ class WorkerProcess:
         try:
             await run.host.signal_problem(run.thread_id, problem)
         except Exception as exc:
-            self._reply(request_id, error=(p.ERR_HOST, f"{type(exc).__name__}: {exc}"))
+            self._reply(request_id, error=_host_error(exc))
         else:
             self._reply(request_id)
 
@@ -461,7 +464,7 @@ class WorkerProcess:
         except NotFound as exc:
             self._reply(request_id, error=(p.ERR_NOT_FOUND, str(exc)))
         except Exception as exc:
-            self._reply(request_id, error=(p.ERR_HOST, f"{type(exc).__name__}: {exc}"))
+            self._reply(request_id, error=_host_error(exc))
         else:
             self.send({"type": p.END, "id": request_id})
 
@@ -478,7 +481,7 @@ class WorkerProcess:
                 media_type=begin.get("media_type"),
             )
         except Exception as exc:
-            error = (p.ERR_HOST, f"{type(exc).__name__}: {exc}")
+            error = _host_error(exc)
         finally:
             upload.finish()
         await upload.ended.wait()
@@ -566,3 +569,15 @@ class WorkerProcess:
 
 
 __all__ = ["WorkerProcess", "WorkerStartError", "crash_error", "group_processes"]
+
+
+def _host_error(exc: Exception) -> tuple[str, str]:
+    """What the task is told when the server side of a context call fails.
+
+    Our own errors carry a message meant for users; anything else is a server fault whose
+    details (SQL, paths) stay in the server log.
+    """
+    if isinstance(exc, TaskFrameworkError):
+        return p.ERR_HOST, exc.message
+    _log.error("task host call failed", exc_info=exc)
+    return p.ERR_HOST, "Internal error in the task server"

@@ -1,0 +1,177 @@
+"""Runtime benchmarks: environment builds, cold worker start, warm round trip.
+
+Run ``uv run python benchmarks/runtime.py`` (add ``--write docs/benchmarks.md`` to record
+the table in that file's "## Runtime" section).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import platform
+import re
+import statistics
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from task_framework.runner.base import LogRecord, RunRequest, TaskSpec
+from task_framework.runner.envs import EnvironmentBuilder
+from task_framework.runner.pool import ProcessRunner
+from task_framework.runner.process import WorkerProcess
+from task_framework.runner.sdk import sdk_dir
+
+BUILDS = 3
+COLD_STARTS = 10
+ROUND_TRIPS = 1000
+ROUNDS = 3
+TASK = "def noop(context):\n    pass\n"
+
+
+class NoopHost:
+    async def publish_outputs(
+        self, thread_id: str, artifacts: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        return artifacts
+
+    async def signal_problem(self, thread_id: str, problem: dict[str, Any]) -> None:
+        return None
+
+    async def write_logs(self, thread_id: str, records: list[LogRecord]) -> None:
+        return None
+
+    async def upload_file(
+        self,
+        thread_id: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        filename: str | None,
+        media_type: str | None,
+    ) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def download_file(self, thread_id: str, file_ref: str) -> AsyncIterator[bytes]:
+        raise NotImplementedError
+
+
+def source(root: Path, name: str, requirements: str | None) -> Path:
+    path = root / name
+    path.mkdir()
+    (path / "task.py").write_text(TASK)
+    if requirements is not None:
+        (path / "requirements.txt").write_text(requirements)
+    return path
+
+
+async def build_seconds(root: Path, src: Path, runs: int) -> float:
+    """Median time of ``runs`` builds, each into a fresh root (a real build every time)."""
+    times = []
+    for index in range(runs):
+        builder = EnvironmentBuilder(root / f"envs-{src.name}-{index}")
+        started = time.perf_counter()
+        await builder.ensure(src)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+async def measure(root: Path) -> dict[str, str]:
+    plain = source(root, "plain", None)
+    with_six = source(root, "six", "six==1.16.0\n")
+    await build_seconds(root, with_six, 1)  # warm uv's cache for six and pydantic
+    results = {
+        "Environment build, no dependencies": f"{await build_seconds(root, plain, BUILDS):.2f} s",
+        "Environment build, `six` (uv cache warm)": (
+            f"{await build_seconds(root, with_six, BUILDS):.2f} s"
+        ),
+    }
+    env = await EnvironmentBuilder(root / "envs").ensure(plain)
+    spec = TaskSpec("bench", "1", "task:noop", plain, env)
+    sdk = sdk_dir(root)
+    starts = []
+    for _ in range(COLD_STARTS):
+        worker = WorkerProcess(spec, log_flush_seconds=0.1)
+        started = time.perf_counter()
+        await worker.start(sdk)
+        starts.append(time.perf_counter() - started)
+        await worker.kill()
+    results["Cold worker start (spawn to hello, median of 10)"] = (
+        f"{statistics.median(starts) * 1000:.0f} ms"
+    )
+    runner = ProcessRunner(sdk_root=root, max_workers=1)
+    host = NoopHost()
+    p50s, p99s = [], []
+    try:
+        await runner.run(spec, RunRequest("warmup", []), host)
+        for _ in range(ROUNDS):
+            times = []
+            for index in range(ROUND_TRIPS):
+                started = time.perf_counter()
+                await runner.run(spec, RunRequest(f"thread_{index}", []), host)
+                times.append(time.perf_counter() - started)
+            times.sort()
+            p50s.append(times[len(times) // 2])
+            p99s.append(times[int(len(times) * 0.99)])
+    finally:
+        await runner.close()
+    results["Warm round trip, trivial task, p50"] = f"{statistics.median(p50s) * 1000:.2f} ms"
+    results["Warm round trip, trivial task, p99"] = f"{statistics.median(p99s) * 1000:.2f} ms"
+    return results
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
+        f"{datetime.date.today().isoformat()}"
+    )
+
+
+def table(results: dict[str, str]) -> str:
+    lines = ["| Measurement | Result |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in results.items()]
+    return "\n".join(lines)
+
+
+def write_section(path: Path, body: str) -> None:
+    """Replace the "## Runtime" section of ``path`` (or append it)."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    section = f"## Runtime\n\n{body}\n"
+    pattern = re.compile(r"^## Runtime\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip("\n") + "\n"
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--write", type=Path, help="markdown file whose Runtime section to set")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="tf-bench-") as tmp:
+        results = asyncio.run(measure(Path(tmp)))
+    body = (
+        f"Measured by `benchmarks/runtime.py` on {machine()}.\n\n{table(results)}\n\n"
+        "Builds go into fresh directories (real builds); the warm round trip is "
+        f"`ProcessRunner.run` of a no-op task with a no-op host, {ROUND_TRIPS} runs, "
+        f"median of {ROUNDS} rounds."
+    )
+    print(body)
+    if args.write is not None:
+        write_section(args.write, body)
+
+
+if __name__ == "__main__":
+    main()
