@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
-import os
-import platform
-import re
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_summary, replace_section
 
 from task_framework.runner.base import LogRecord, RunRequest, TaskSpec
 from task_framework.runner.envs import EnvironmentBuilder
@@ -122,38 +122,10 @@ async def measure(root: Path) -> dict[str, str]:
     return results
 
 
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
-        f"{datetime.date.today().isoformat()}"
-    )
-
-
 def table(results: dict[str, str]) -> str:
     lines = ["| Measurement | Result |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in results.items()]
     return "\n".join(lines)
-
-
-def write_section(path: Path, body: str) -> None:
-    """Replace the "## Runtime" section of ``path`` (or append it)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"## Runtime\n\n{body}\n"
-    pattern = re.compile(r"^## Runtime\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 def main() -> None:
@@ -163,14 +135,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tf-bench-") as tmp:
         results = asyncio.run(measure(Path(tmp)))
     body = (
-        f"Measured by `benchmarks/runtime.py` on {machine()}.\n\n{table(results)}\n\n"
+        f"Measured by `benchmarks/runtime.py`. {machine_summary()}\n\n{table(results)}\n\n"
         "Builds go into fresh directories (real builds); the warm round trip is "
         f"`ProcessRunner.run` of a no-op task with a no-op host, {ROUND_TRIPS} runs, "
         f"median of {ROUNDS} rounds."
     )
     print(body)
     if args.write is not None:
-        write_section(args.write, body)
+        replace_section(args.write, "Runtime", body)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from fastapi import FastAPI
 
 from task_framework.app import Services, create_app
@@ -119,6 +120,7 @@ async def make_server(tmp_path: Path, shared_venvs: Path) -> AsyncIterator[Serve
             "dev_tasks": [HELLO_TASK] if dev_tasks is None else dev_tasks,
             "worker_concurrency": 4,
             "stop_grace_seconds": 0.5,
+            "encryption_key": Fernet.generate_key().decode(),
             **overrides,
         }
         settings = Settings(**values)
