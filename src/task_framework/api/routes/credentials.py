@@ -1,0 +1,207 @@
+"""Admin routes: the credential vault and task configuration (API.md §10.2, §10.3).
+
+Bodies are parsed here rather than by FastAPI, because these routes answer body problems
+with 400 (not 422), in the envelope with the legacy top-level ``error`` string.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from task_framework.api.deps import Admin, ServicesDep
+from task_framework.api.errors import ERROR_RESPONSES
+from task_framework.errors import ValidationFailed
+from task_framework.services.credentials import CredentialUpdate
+
+router = APIRouter(responses=ERROR_RESPONSES, tags=["admin"])
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class CredentialUpdateRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    value: str | None = None
+    description: str | None = None
+    tags: list[str] | None = None
+    expires_at: datetime | None = None
+
+
+class CredentialInfo(BaseModel):
+    name: str
+    description: str
+    tags: list[str]
+    created_at: str
+    updated_at: str
+    expires_at: str | None
+    has_value: bool
+    value_preview: str
+
+
+class CredentialList(BaseModel):
+    credentials: list[CredentialInfo]
+
+
+class CredentialValue(BaseModel):
+    name: str
+    value: str
+
+
+class CredentialUse(BaseModel):
+    task_id: str
+    version: str
+    config_key: str
+
+
+class CredentialUsage(BaseModel):
+    credential_name: str
+    used_by: list[CredentialUse]
+
+
+class ConfigValue(BaseModel):
+    value: str | None = None
+    vault_key: str | None = None
+    is_vault_ref: bool = False
+
+
+class TaskConfiguration(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    config_values: dict[str, ConfigValue]
+
+
+class RequirementStatus(BaseModel):
+    name: str
+    required: bool
+    description: str
+    default: str | None
+    is_vault_ref: bool
+    vault_key: str | None
+    current_value: str | None
+    is_set: bool
+
+
+class ConfigurationStatus(BaseModel):
+    task_id: str
+    version: str
+    requirements: list[RequirementStatus]
+    config_values: dict[str, dict[str, Any]]
+    ready: bool
+    missing_required: list[str]
+
+
+class Message(BaseModel):
+    message: str
+
+
+def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI text for a body the route parses itself (nested models inlined)."""
+    schema = model.model_json_schema()
+    defs: dict[str, Any] = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.rsplit("/", 1)[-1]])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": inline(schema)}},
+        }
+    }
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ValidationFailed("Invalid JSON body") from None
+    if not isinstance(data, dict):
+        raise ValidationFailed("Request body must be a JSON object")
+    return data
+
+
+def _validated(model: type[M], data: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "body"
+        raise ValidationFailed(f"Invalid field '{where}': {error['msg']}") from None
+
+
+@router.get("/admin/credentials", response_model=CredentialList)
+async def list_credentials(_: Admin, svc: ServicesDep) -> Response:
+    return JSONResponse({"credentials": await svc.credentials.list_all()})
+
+
+@router.get("/admin/credentials/{name}", response_model=CredentialInfo)
+async def get_credential(name: str, _: Admin, svc: ServicesDep) -> Response:
+    return JSONResponse(await svc.credentials.get(name))
+
+
+@router.put(
+    "/admin/credentials/{name}",
+    response_model=CredentialInfo,
+    openapi_extra=_body_doc(CredentialUpdateRequest),
+)
+async def put_credential(name: str, request: Request, _: Admin, svc: ServicesDep) -> Response:
+    body = _validated(CredentialUpdateRequest, await _json_object(request))
+    change = CredentialUpdate(
+        value=body.value,
+        description=body.description,
+        tags=body.tags,
+        expires_at=body.expires_at,
+    )
+    return JSONResponse(await svc.credentials.put(name, change))
+
+
+@router.delete("/admin/credentials/{name}", response_model=Message)
+async def delete_credential(name: str, _: Admin, svc: ServicesDep) -> Response:
+    return JSONResponse(await svc.credentials.delete(name))
+
+
+@router.get("/admin/credentials/{name}/reveal", response_model=CredentialValue)
+async def reveal_credential(name: str, principal: Admin, svc: ServicesDep) -> Response:
+    result = await svc.credentials.reveal(name, revealed_by=principal.display_name)
+    return JSONResponse(result, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/admin/credentials/{name}/usage", response_model=CredentialUsage)
+async def credential_usage(name: str, _: Admin, svc: ServicesDep) -> Response:
+    return JSONResponse(await svc.credentials.usage(name))
+
+
+@router.get("/admin/tasks/{task_id}/{version}/config", response_model=ConfigurationStatus)
+async def get_task_config(task_id: str, version: str, _: Admin, svc: ServicesDep) -> Response:
+    return JSONResponse(await svc.task_configs.status(task_id, version))
+
+
+@router.put(
+    "/admin/tasks/{task_id}/{version}/config",
+    response_model=ConfigurationStatus,
+    openapi_extra=_body_doc(TaskConfiguration),
+)
+async def put_task_config(
+    task_id: str, version: str, request: Request, _: Admin, svc: ServicesDep
+) -> Response:
+    body = await _json_object(request)
+    if "config_values" not in body:
+        raise ValidationFailed("Field 'config_values' is required")
+    return JSONResponse(await svc.task_configs.put(task_id, version, body["config_values"]))
+
+
+@router.delete("/admin/tasks/{task_id}/{version}/config", response_model=Message)
+async def delete_task_config(task_id: str, version: str, _: Admin, svc: ServicesDep) -> Response:
+    return JSONResponse(await svc.task_configs.delete(task_id, version))

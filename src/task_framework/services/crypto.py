@@ -1,0 +1,166 @@
+"""Encryption at rest for credential and configuration values (API.md §10.3).
+
+``ENCRYPTION_KEY`` is a comma-separated list. Each item is either a Fernet key or a
+passphrase, stretched with PBKDF2-HMAC-SHA256 and a per-installation salt kept in the
+``settings`` table. The first item encrypts; every item decrypts (rotation). Without a
+key, SQLite installations use a generated key file; PostgreSQL refuses to start, because
+every replica must share the same key.
+
+Keys are derived once, at startup: PBKDF2 is deliberately slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from task_framework.errors import TaskFrameworkError
+from task_framework.models._time import utcnow
+from task_framework.observability.logging import get_logger
+from task_framework.store.database import Database
+from task_framework.store.tables import settings_kv
+
+log = get_logger("task_framework.crypto")
+
+KEY_FILE_NAME = "secret.key"
+"""Generated key file in ``DATA_DIR`` (SQLite without ``ENCRYPTION_KEY``)."""
+KEY_FILE_MODE = 0o600
+SALT_SETTING = "encryption_salt"
+SALT_BYTES = 16
+PBKDF2_ITERATIONS = 480_000
+FERNET_KEY_BYTES = 32
+
+
+class EncryptionKeyError(TaskFrameworkError):
+    """The encryption key configuration is unusable; the server does not start."""
+
+
+class DecryptionFailed(TaskFrameworkError):
+    """A stored value was encrypted with a key that is no longer configured."""
+
+
+class Encryptor:
+    """Encrypts with the first key, decrypts with any of them."""
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        if not keys:
+            raise EncryptionKeyError("at least one encryption key is required")
+        self._fernet = MultiFernet([Fernet(key) for key in keys])
+
+    def encrypt(self, plaintext: str) -> str:
+        return self._fernet.encrypt(plaintext.encode("utf-8")).decode("ascii")
+
+    def decrypt(self, token: str) -> str:
+        try:
+            return self._fernet.decrypt(token.encode("ascii")).decode("utf-8")
+        except (InvalidToken, UnicodeError) as exc:
+            raise DecryptionFailed(
+                "A stored value cannot be decrypted with the configured ENCRYPTION_KEY"
+            ) from exc
+
+
+def fernet_key(item: str) -> bytes | None:
+    """``item`` as a Fernet key, or None when it is a passphrase."""
+    try:
+        raw = base64.urlsafe_b64decode(item.encode("ascii"))
+    except (binascii.Error, UnicodeError, ValueError):
+        return None
+    # Canonical encodings only: b64decode silently skips characters outside the alphabet.
+    if len(raw) != FERNET_KEY_BYTES or base64.urlsafe_b64encode(raw) != item.encode("ascii"):
+        return None
+    return item.encode("ascii")
+
+
+def derive_key(passphrase: str, salt: bytes) -> bytes:
+    """A Fernet key stretched from a passphrase (slow on purpose)."""
+    raw = hashlib.pbkdf2_hmac(
+        "sha256", passphrase.encode("utf-8"), salt, PBKDF2_ITERATIONS, dklen=FERNET_KEY_BYTES
+    )
+    return base64.urlsafe_b64encode(raw)
+
+
+def installation_salt(conn: Connection) -> bytes:
+    """The per-installation salt; created by the first replica that needs it."""
+    candidate = base64.b64encode(os.urandom(SALT_BYTES)).decode("ascii")
+    insert = postgres_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    # Concurrent first starts: whoever inserts first wins, the others read its salt.
+    conn.execute(
+        insert(settings_kv)
+        .values(key=SALT_SETTING, value=candidate, updated_at=utcnow())
+        .on_conflict_do_nothing(index_elements=[settings_kv.c.key])
+    )
+    stored = conn.execute(
+        select(settings_kv.c.value).where(settings_kv.c.key == SALT_SETTING)
+    ).scalar_one()
+    try:
+        return base64.b64decode(str(stored), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise EncryptionKeyError(f"setting '{SALT_SETTING}' is corrupt") from exc
+
+
+def key_file_key(path: Path) -> tuple[bytes, bool]:
+    """The key in ``path``, generating it (mode 0600) if absent. Returns (key, generated)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
+    except FileExistsError:
+        key = fernet_key(path.read_text(encoding="ascii", errors="replace").strip())
+        if key is None:
+            raise EncryptionKeyError(f"{path} does not hold a valid Fernet key") from None
+        return key, False
+    key = Fernet.generate_key()
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), KEY_FILE_MODE)  # whatever the umask
+        handle.write(key + b"\n")
+    return key, True
+
+
+def _split(encryption_key: str | None) -> list[str]:
+    return [item.strip() for item in (encryption_key or "").split(",") if item.strip()]
+
+
+def require_key(db: Database, encryption_key: str | None) -> None:
+    """Refuse to start a PostgreSQL replica without a shared key (before touching the DB)."""
+    if not db.is_sqlite and not _split(encryption_key):
+        raise EncryptionKeyError(
+            "TASK_FRAMEWORK_ENCRYPTION_KEY (or ENCRYPTION_KEY) is required with PostgreSQL: "
+            "every replica must use the same key to read credentials. Set it to a Fernet key "
+            "or a passphrase."
+        )
+
+
+async def load_encryptor(db: Database, *, encryption_key: str | None, data_dir: Path) -> Encryptor:
+    """Build the encryptor of this replica (once, at startup)."""
+    require_key(db, encryption_key)
+    items = _split(encryption_key)
+    if not items:
+        path = data_dir / KEY_FILE_NAME
+        key, generated = await asyncio.to_thread(key_file_key, path)
+        log.warning(
+            "encryption.key_file",
+            path=str(path),
+            generated=generated,
+            message="ENCRYPTION_KEY is not set; credentials are encrypted with the key in "
+            "this file. Back it up, or set ENCRYPTION_KEY to its content.",
+        )
+        return Encryptor([key])
+    parsed = [(item, fernet_key(item)) for item in items]
+    salt = b""
+    if any(given is None for _, given in parsed):
+        salt = await db.tx(installation_salt)
+    keys: list[bytes] = []
+    for item, given in parsed:
+        if given is None:
+            given = await asyncio.to_thread(derive_key, item, salt)
+        keys.append(given)
+    return Encryptor(keys)
