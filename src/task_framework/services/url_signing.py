@@ -1,0 +1,138 @@
+"""Pre-signed file URLs for local storage (API.md §8.3).
+
+``signature`` = hex HMAC-SHA256 over ``"<METHOD>\\n<file_ref>\\n<expires>"``. Keys come from
+``TASK_FRAMEWORK_URL_SIGNING_KEY`` (comma-separated: the first signs, all verify, so a
+secret can be rotated without breaking issued URLs) or, when unset, from one key generated
+once and stored in the ``settings`` table, shared by every replica. Signed URLs carry an
+optional ``kid`` (key id) naming the key that signed them; URLs without it are checked
+against every key. All comparisons are constant-time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from task_framework.errors import AuthForbidden
+from task_framework.models._time import utcnow
+from task_framework.store.database import Database
+from task_framework.store.tables import settings_kv
+
+SIGNING_KEY_SETTING = "url_signing_key"
+GENERATED_KEY_BYTES = 32
+KEY_ID_HEX_CHARS = 12
+MAX_EXPIRES_DIGITS = 12
+
+
+def key_id(secret: bytes) -> str:
+    """A public fingerprint of a key (not usable to recover it)."""
+    return hashlib.sha256(b"task-framework-kid\n" + secret).hexdigest()[:KEY_ID_HEX_CHARS]
+
+
+def signature_for(secret: bytes, method: str, file_ref: str, expires: int) -> str:
+    message = f"{method}\n{file_ref}\n{expires}".encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class SignedParams:
+    expires: int
+    signature: str
+    kid: str
+
+    def query(self) -> str:
+        return f"expires={self.expires}&signature={self.signature}&kid={self.kid}"
+
+
+class UrlSigner:
+    """Signs and verifies method-bound, expiring file URLs."""
+
+    def __init__(self, db: Database, *, configured_keys: list[str] | None = None) -> None:
+        self._db = db
+        self._configured = [k.encode() for k in (configured_keys or []) if k]
+        self._keys: list[tuple[str, bytes]] | None = None
+        self._lock = asyncio.Lock()
+
+    async def _load(self) -> list[tuple[str, bytes]]:
+        if self._keys is not None:
+            return self._keys
+        async with self._lock:
+            if self._keys is None:
+                secrets_ = self._configured or [await self._stored_key()]
+                self._keys = [(key_id(s), s) for s in secrets_]
+        return self._keys
+
+    async def _stored_key(self) -> bytes:
+        def _read(conn: Connection) -> str | None:
+            value = conn.execute(
+                select(settings_kv.c.value).where(settings_kv.c.key == SIGNING_KEY_SETTING)
+            ).scalar()
+            return None if value is None else str(value)
+
+        found = await self._db.tx(_read)
+        if found is None:
+            candidate = secrets.token_hex(GENERATED_KEY_BYTES)
+
+            def _insert(conn: Connection) -> None:
+                conn.execute(
+                    insert(settings_kv).values(
+                        key=SIGNING_KEY_SETTING, value=candidate, updated_at=utcnow()
+                    )
+                )
+
+            # Another replica may have stored its key first: then everyone uses that one.
+            with contextlib.suppress(IntegrityError):
+                await self._db.tx(_insert)
+            found = await self._db.tx(_read)
+        assert found is not None
+        return found.encode()
+
+    async def sign(self, method: str, file_ref: str, *, expires_in: int) -> SignedParams:
+        kid, secret = (await self._load())[0]
+        expires = int(time.time()) + expires_in
+        return SignedParams(expires, signature_for(secret, method, file_ref, expires), kid)
+
+    async def verify(
+        self,
+        method: str,
+        file_ref: str,
+        *,
+        expires: str | None,
+        signature: str,
+        kid: str | None = None,
+    ) -> None:
+        """Return when the URL grants ``method`` on ``file_ref`` now; 403 otherwise.
+
+        A forged or mismatched signature is reported before expiry, so an attacker learns
+        nothing from tampering with ``expires``. HEAD is granted by a GET signature.
+        """
+        signed_method = "GET" if method == "HEAD" else method
+        invalid = AuthForbidden("The pre-signed URL signature is invalid", code="SIGNATURE_INVALID")
+        if expires is None or not expires.isdigit() or len(expires) > MAX_EXPIRES_DIGITS:
+            raise invalid
+        # compare_digest refuses non-ASCII text; such values can never be valid anyway.
+        if not (signature.isascii() and (kid is None or kid.isascii())):
+            raise invalid
+        candidates = [
+            secret for k, secret in await self._load() if kid is None or hmac.compare_digest(k, kid)
+        ]
+        ok = False
+        for secret in candidates:
+            expected = signature_for(secret, signed_method, file_ref, int(expires))
+            ok |= hmac.compare_digest(expected, signature.lower())
+        if not ok:
+            raise invalid
+        if int(expires) < time.time():
+            code = "FILE_UPLOAD_EXPIRED" if signed_method == "PUT" else "FILE_DOWNLOAD_EXPIRED"
+            raise AuthForbidden("The pre-signed URL has expired", code=code)
+
+
+__all__ = ["SIGNING_KEY_SETTING", "SignedParams", "UrlSigner", "key_id", "signature_for"]
