@@ -1,0 +1,1 @@
+"""The web UI served under ``/ui`` (server-rendered pages, no build step)."""

@@ -1,0 +1,205 @@
+"""Shared pieces of the web UI: templates, the session dependencies, rendering helpers.
+
+Every template is rendered with autoescaping on; data is never marked safe, so any value
+(thread names, metadata, artifact text, URLs) reaches the page as text.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlencode, urlsplit
+
+from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from task_framework.errors import AuthForbidden, TaskFrameworkError
+from task_framework.services.auth import Principal
+from task_framework.ui.sessions import COOKIE_NAME, Session, SessionStore
+
+if TYPE_CHECKING:
+    from task_framework.app import Services
+
+UI_PREFIX = "/ui"
+HERE = Path(__file__).resolve().parent
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+
+# Fixed notices for ``?done=<code>`` after a redirect: a URL can pick one, never write one.
+NOTICES = {
+    "stopped": "Stop requested.",
+    "deleted": "Deleted.",
+    "retried": "A new thread was created from this one.",
+    "created": "Created.",
+    "uploaded": "File uploaded.",
+    "paused": "Schedule paused.",
+    "resumed": "Schedule resumed.",
+    "canceled": "Schedule canceled.",
+    "triggered": "A run was started now.",
+    "redelivered": "A new delivery attempt was queued.",
+    "revoked": "Key revoked.",
+    "saved": "Saved.",
+    "signed_out": "You are signed out.",
+    "expired": "Your session has ended. Sign in again.",
+}
+
+
+def _pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _short_ts(value: str | None) -> str:
+    """``2026-01-01T10:00:00.123456Z`` → ``2026-01-01 10:00:00 UTC``."""
+    if not value:
+        return "—"
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    return parsed.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def build_templates() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["pretty"] = _pretty_json
+    env.filters["ts"] = _short_ts
+    env.globals["urlencode"] = urlencode
+    return env
+
+
+TEMPLATES = build_templates()
+
+
+class SignInRequired(Exception):
+    """No live session: pages redirect to the sign-in form, scripts get a 401."""
+
+
+def services(request: Request) -> Services:
+    svc: Services = request.app.state.services
+    return svc
+
+
+def session_store(request: Request) -> SessionStore:
+    store: SessionStore = request.app.state.sessions
+    return store
+
+
+async def require_session(request: Request) -> Session:
+    session = await session_store(request).resolve(request.cookies.get(COOKIE_NAME))
+    if session is None:
+        raise SignInRequired()
+    return session
+
+
+def _same_origin(request: Request) -> bool:
+    """A state change must not come from another site: an ``Origin`` naming another host
+    is refused. Under ``Referrer-Policy: no-referrer`` browsers send ``Origin: null`` for
+    form posts, so a missing or null origin is left to the CSRF token and SameSite."""
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return True
+    return urlsplit(origin).netloc == request.headers.get("host", "")
+
+
+async def form_session(request: Request) -> Session:
+    """A session for a form POST: the form's CSRF field (or header) must match."""
+    session = await require_session(request)
+    given = request.headers.get(CSRF_HEADER)
+    if given is None:
+        form = await request.form()
+        value = form.get(CSRF_FIELD)
+        given = value if isinstance(value, str) else None
+    if not _same_origin(request) or not session.csrf_ok(given):
+        raise AuthForbidden("The form expired or did not come from this site. Reload and retry.")
+    return session
+
+
+async def stream_session(request: Request) -> Session:
+    """A session for a streamed upload (body not parsed as a form): header or query token."""
+    session = await require_session(request)
+    given = request.headers.get(CSRF_HEADER) or request.query_params.get(CSRF_FIELD)
+    if not _same_origin(request) or not session.csrf_ok(given):
+        raise AuthForbidden("The form expired or did not come from this site. Reload and retry.")
+    return session
+
+
+async def admin_session(request: Request) -> Session:
+    session = await require_session(request)
+    if not session.principal.is_admin:
+        raise AuthForbidden("This page is for administrators.")
+    return session
+
+
+async def admin_form_session(request: Request) -> Session:
+    session = await form_session(request)
+    if not session.principal.is_admin:
+        raise AuthForbidden("This page is for administrators.")
+    return session
+
+
+UiSession = Annotated[Session, Depends(require_session)]
+FormSession = Annotated[Session, Depends(form_session)]
+StreamSession = Annotated[Session, Depends(stream_session)]
+AdminSession = Annotated[Session, Depends(admin_session)]
+AdminFormSession = Annotated[Session, Depends(admin_form_session)]
+Svc = Annotated["Services", Depends(services)]
+
+
+def render(
+    request: Request,
+    template: str,
+    session: Session | None,
+    *,
+    status: int = 200,
+    **context: Any,
+) -> HTMLResponse:
+    principal: Principal | None = session.principal if session else None
+    notice = NOTICES.get(request.query_params.get("done", ""))
+    html = TEMPLATES.get_template(template).render(
+        request_path=request.url.path,
+        session=session,
+        principal=principal,
+        csrf=session.csrf_token if session else "",
+        notice=notice,
+        **context,
+    )
+    return HTMLResponse(html, status_code=status)
+
+
+def redirect(path: str, done: str | None = None) -> RedirectResponse:
+    """303 to a UI page (a relative path under /ui only), with an optional notice code."""
+    target = UI_PREFIX + path
+    if done:
+        target += ("&" if "?" in target else "?") + urlencode({"done": done})
+    return RedirectResponse(target, status_code=303)
+
+
+async def form_text(request: Request, name: str, default: str = "") -> str:
+    value = (await request.form()).get(name)
+    return value.strip() if isinstance(value, str) else default
+
+
+def parse_json_field(text: str, label: str, default: Any) -> Any:
+    from task_framework.errors import ValidationFailed
+
+    if not text.strip():
+        return default
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationFailed(f"{label} is not valid JSON: {exc.msg} (line {exc.lineno})") from exc
+
+
+def error_message(exc: Exception) -> str:
+    if isinstance(exc, TaskFrameworkError):
+        return exc.message
+    return str(exc)

@@ -1,0 +1,220 @@
+"""The web UI application, mounted under ``/ui`` (API.md §13).
+
+Server-rendered pages (Jinja2, autoescaped) plus a small script for live updates. The
+pages call the services with the session's :class:`Principal`, so a regular key sees in
+the UI exactly what it sees through the API. Every response carries a strict
+Content-Security-Policy: no inline script or style, nothing from other origins.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import FastAPI, Form, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from task_framework.errors import AuthForbidden, TaskFrameworkError
+from task_framework.ui import overview, pages_admin, pages_resources, pages_threads
+from task_framework.ui.common import (
+    HERE,
+    UI_PREFIX,
+    FormSession,
+    SignInRequired,
+    Svc,
+    UiSession,
+    redirect,
+    render,
+    session_store,
+)
+from task_framework.ui.sessions import COOKIE_NAME, COOKIE_PATH, SessionStore
+
+if TYPE_CHECKING:
+    from task_framework.app import Services
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; "
+    "object-src 'none'"
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+LOGIN_COOKIE = "tf_login"
+"""Double-submit token of the sign-in form (there is no session yet to hold one)."""
+
+
+class _SecurityHeaders:
+    """Adds the security headers to every UI response; pages are never cached."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        static = scope["path"].startswith(f"{UI_PREFIX}/static/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (k, v)
+                    for k, v in message.get("headers", [])
+                    if k.lower() not in {name for name, _ in SECURITY_HEADERS}
+                ]
+                headers += SECURITY_HEADERS
+                if not static:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "")
+
+
+def _error_page(request: Request, status: int, message: str) -> Response:
+    if _wants_json(request):
+        return JSONResponse({"error": message, "status": status}, status_code=status)
+    return render(request, "error.html", None, status=status, status_code=status, message=message)
+
+
+def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(SignInRequired)
+    async def _sign_in(request: Request, _: Exception) -> Response:
+        if _wants_json(request) or request.method != "GET":
+            return JSONResponse({"error": "Sign in first", "status": 401}, status_code=401)
+        had_cookie = COOKIE_NAME in request.cookies
+        return redirect("/login", "expired" if had_cookie else None)
+
+    @app.exception_handler(TaskFrameworkError)
+    async def _service_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, TaskFrameworkError)
+        return _error_page(request, exc.status, exc.message)
+
+    @app.exception_handler(ValidationError)
+    async def _invalid(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ValidationError)
+        errors = exc.errors()
+        message = str(errors[0]["msg"]) if errors else "invalid input"
+        where = ".".join(str(part) for part in errors[0]["loc"]) if errors else ""
+        return _error_page(request, 400, f"{where}: {message}" if where else message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {"msg": "invalid input"}
+        return _error_page(request, 400, f"Invalid request: {first['msg']}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        text = "This page does not exist." if exc.status_code == 404 else str(exc.detail)
+        return _error_page(request, exc.status_code, text)
+
+
+def create_ui_app(svc: Services) -> ASGIApp:
+    """The UI as an ASGI app to mount at ``/ui`` on the main application."""
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.services = svc
+    app.state.sessions = SessionStore(svc.db, svc.keys)
+    _install_handlers(app)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    @app.get("/login")
+    async def login_form(request: Request) -> Response:
+        token = secrets.token_urlsafe(32)
+        response = render(request, "login.html", None, login_token=token, error=None)
+        _set_cookie(request, response, LOGIN_COOKIE, token, max_age=3600)
+        return response
+
+    @app.post("/login")
+    async def login(
+        request: Request,
+        api_key: Annotated[str, Form(max_length=4096)] = "",
+        app_id: Annotated[str, Form(max_length=255)] = "",
+        user_id: Annotated[str, Form(max_length=255)] = "",
+        login_token: Annotated[str, Form(max_length=128)] = "",
+    ) -> Response:
+        expected = request.cookies.get(LOGIN_COOKIE, "")
+        if not expected or not secrets.compare_digest(expected, login_token):
+            raise AuthForbidden("The sign-in form expired. Reload the page and sign in again.")
+        try:
+            principal = await svc.keys.authenticate(
+                api_key=api_key.strip() or None,
+                admin_key=None,
+                app_id=app_id.strip() or None,
+                user_id=user_id.strip() or None,
+            )
+        except TaskFrameworkError as exc:
+            token = secrets.token_urlsafe(32)
+            message = {
+                "AUTH_REQUIRED": "Enter an API key.",
+                "AUTH_INVALID": "This API key is unknown, revoked or expired.",
+                "METADATA_REQUIRED": "This key needs an app id and a user id.",
+            }.get(exc.code, exc.message)
+            response = render(
+                request,
+                "login.html",
+                None,
+                status=exc.status,
+                login_token=token,
+                error=message,
+            )
+            _set_cookie(request, response, LOGIN_COOKIE, token, max_age=3600)
+            return response
+        token, _ = await session_store(request).create(api_key.strip(), principal)
+        done = redirect("/")
+        _set_cookie(request, done, COOKIE_NAME, token, max_age=None)
+        done.delete_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
+        return done
+
+    @app.post("/logout")
+    async def logout(request: Request, session: FormSession) -> Response:
+        await session_store(request).revoke(session.id)
+        response = redirect("/login", "signed_out")
+        response.delete_cookie(COOKIE_NAME, path=COOKIE_PATH)
+        return response
+
+    @app.get("/")
+    async def home(request: Request, session: UiSession, svc_: Svc) -> Response:
+        data = await overview.collect(svc_, session.principal)
+        return render(request, "overview.html", session, nav="overview", **data)
+
+    app.include_router(pages_threads.router)
+    app.include_router(pages_resources.router)
+    app.include_router(pages_admin.router)
+    return _SecurityHeaders(app)
+
+
+def _set_cookie(
+    request: Request, response: Response, name: str, value: str, *, max_age: int | None
+) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path=COOKIE_PATH,
+        httponly=True,
+        secure=request.url.scheme == "https",
+        samesite="strict",
+    )
+
+
+def root_redirect() -> RedirectResponse:
+    return RedirectResponse(f"{UI_PREFIX}/")
+
+
+__all__ = ["CONTENT_SECURITY_POLICY", "create_ui_app", "root_redirect"]
