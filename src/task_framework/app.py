@@ -18,22 +18,45 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from task_framework._version import __version__
 from task_framework.api.errors import error_response, install_error_handlers
 from task_framework.api.middleware import RequestContextMiddleware
-from task_framework.api.routes import admin, system, threads
+from task_framework.api.routes import admin, streams, system, threads
+from task_framework.api.routes import credentials as credential_routes
+from task_framework.api.routes import files as file_routes
+from task_framework.api.routes import schedules as schedule_routes
+from task_framework.api.routes import tasks as task_routes
+from task_framework.api.routes import webhooks as webhook_routes
 from task_framework.observability.metrics import Metrics
 from task_framework.runner.base import Runner
 from task_framework.runner.envs import EnvironmentBuilder
 from task_framework.services.auth import KeyRing
+from task_framework.services.cluster_stats import refresh_forever
+from task_framework.services.credentials import CredentialService, TaskConfigService
+from task_framework.services.crypto import load_encryptor, require_key
+from task_framework.services.delivery import Dispatcher
+from task_framework.services.deployments import DeploymentService
 from task_framework.services.executor import Executor
+from task_framework.services.files import FileService
+from task_framework.services.packages import PackageLimits
+from task_framework.services.schedule_runs import RunEngine
+from task_framework.services.scheduler import Scheduler
+from task_framework.services.schedules import ScheduleService
 from task_framework.services.settings import SettingsService
 from task_framework.services.tasks import TaskRegistry, load_dev_task
 from task_framework.services.threads import ArtifactService, ThreadService
+from task_framework.services.url_signing import UrlSigner
+from task_framework.services.urlguard import UrlGuard
+from task_framework.services.webhooks import WebhookService
 from task_framework.settings import Settings
+from task_framework.storage import build_storage
+from task_framework.store import notify
 from task_framework.store.database import Database
+from task_framework.store.notify import Listener
+from task_framework.ui.routes import create_ui_app
 
 log = logging.getLogger("task_framework.app")
 
@@ -55,6 +78,13 @@ class Services:
     threads: ThreadService
     artifacts: ArtifactService
     settings_service: SettingsService
+    credentials: CredentialService
+    task_configs: TaskConfigService
+    deployments: DeploymentService
+    webhooks: WebhookService
+    dispatcher: Dispatcher
+    schedules: ScheduleService
+    scheduler: Scheduler
     files: Any = None
     generated_keys: dict[str, str] = field(default_factory=dict)
 
@@ -62,11 +92,18 @@ class Services:
         if self.files is not None and refs:
             await self.files.delete_refs(refs)
 
+    def on_notification(self, channel: str, payload: str) -> None:
+        """Another process changed something (PostgreSQL NOTIFY, see store/notify.py)."""
+        if channel == notify.EVENTS:
+            self.dispatcher.wake()
+        else:
+            self.executor.handle_notification(channel, payload)
+
     def scheduler_running(self) -> bool:
-        return False
+        return self.scheduler.running
 
 
-def _build_runner(settings: Settings) -> Runner:
+def _build_runner(settings: Settings, metrics: Metrics) -> Runner:
     from task_framework.runner.pool import ProcessRunner
 
     return ProcessRunner(
@@ -76,6 +113,7 @@ def _build_runner(settings: Settings) -> Runner:
         max_runs_per_worker=settings.worker_max_runs,
         stop_grace_seconds=settings.stop_grace_seconds,
         max_memory_mb=settings.worker_max_memory_mb,
+        on_worker_start=metrics.record_worker_start,
     )
 
 
@@ -84,22 +122,87 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
     metrics = Metrics()
     registry = TaskRegistry()
     builder = EnvironmentBuilder(settings.resolved_venvs_dir, uv_cache_dir=settings.uv_cache_dir)
-    runner = runner or _build_runner(settings)
+    runner = runner or _build_runner(settings, metrics)
     settings_service = SettingsService(db, default_max_concurrent=settings.max_concurrent_threads)
+    credentials = CredentialService(db)
+    task_configs = TaskConfigService(db, registry, credentials)
     executor = Executor(
         db=db,
         runner=runner,
         registry=registry,
         builder=builder,
         settings=settings_service,
-        capacity=settings.worker_concurrency,
+        capacity=settings.worker_concurrency if settings.run_worker else 0,
+        task_filter=frozenset(settings.worker_tasks) if settings.worker_tasks else None,
         lease_seconds=settings.thread_lease_seconds,
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
         log_level=settings.log_level,
         max_log_bytes=settings.max_log_bytes_per_thread,
         on_state=metrics.record_thread_state,
         on_finished=metrics.record_thread_finished,
+        on_crash=metrics.record_worker_crash,
+        on_artifact=metrics.record_artifact_created,
+        config=task_configs,
     )
+    thread_service = ThreadService(db, registry, executor)
+    deployments = DeploymentService(
+        db=db,
+        registry=registry,
+        builder=builder,
+        runner=runner,
+        threads=thread_service,
+        data_dir=settings.data_dir,
+        discovery_dir=settings.resolved_task_definitions_dir,
+        limits=PackageLimits(
+            max_uncompressed_bytes=settings.max_package_uncompressed_bytes,
+            max_entries=settings.max_package_entries,
+            max_ratio=settings.max_package_ratio,
+        ),
+        metrics=metrics,
+    )
+    signer = UrlSigner(db, configured_keys=settings.url_signing_keys)
+    file_service = FileService(
+        db,
+        build_storage(settings, signer=signer),
+        signer,
+        metrics,
+        max_upload_bytes=settings.max_upload_bytes,
+        public_base_url=settings.public_base_url,
+        s3_default_expiry_seconds=settings.s3_presigned_url_expiration,
+    )
+    executor.files = file_service
+    url_guard = UrlGuard(
+        allow_private=settings.webhook_allow_private_networks,
+        allowed_networks=settings.webhook_allowed_networks,
+    )
+
+    async def presign(file_ref: str, expires_in: int) -> str:
+        signed = await file_service.download_url(
+            file_ref, expires_in=expires_in, base_url=settings.public_base_url
+        )
+        return str(signed["download_url"])
+
+    dispatcher = Dispatcher(
+        db,
+        url_guard,
+        metrics,
+        retry_schedule=settings.webhook_retry_schedule,
+        disable_after_seconds=settings.webhook_disable_after_seconds,
+        max_concurrency=settings.webhook_max_concurrency,
+        user_agent=f"task-framework/{__version__}",
+        presign=presign,
+    )
+    thread_service.url_guard = url_guard
+    run_engine = RunEngine(
+        registry,
+        misfire_grace_seconds=settings.scheduler_misfire_grace_seconds,
+        seconds_field=settings.scheduler_test_seconds,
+    )
+    schedule_service = ScheduleService(db, registry, executor, run_engine, metrics)
+    schedule_service.url_guard = url_guard
+    scheduler = Scheduler(db=db, engine=run_engine, apply=schedule_service.apply)
+    schedule_service.on_change = scheduler.changed
+    executor.add_settle_listener(scheduler.thread_settled)
     return Services(
         settings=settings,
         db=db,
@@ -109,9 +212,17 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         builder=builder,
         runner=runner,
         executor=executor,
-        threads=ThreadService(db, registry, executor),
+        threads=thread_service,
+        deployments=deployments,
         artifacts=ArtifactService(db),
         settings_service=settings_service,
+        files=file_service,
+        credentials=credentials,
+        task_configs=task_configs,
+        webhooks=WebhookService(db, url_guard, wake=dispatcher.wake),
+        dispatcher=dispatcher,
+        schedules=schedule_service,
+        scheduler=scheduler,
     )
 
 
@@ -125,10 +236,11 @@ async def _bootstrap_keys(svc: Services) -> dict[str, str]:
     if svc.keys.has_configured_admin:
         return {}
     if await svc.keys.count_active_admin_keys():
+        saved: dict[str, str] = {}
         with contextlib.suppress(OSError, ValueError):
-            saved: dict[str, str] = json.loads(path.read_text())
-            return saved
-        return {}
+            saved = json.loads(path.read_text())
+        # Show generated keys again only while they still work.
+        return {name: key for name, key in saved.items() if await svc.keys.is_active(key)}
     admin_key = await svc.keys.create_key(name="generated-admin", role="admin")
     user_key = await svc.keys.create_key(name="generated-user", role="user")
     keys = {"admin_api_key": admin_key["key"], "api_key": user_key["key"]}
@@ -176,7 +288,7 @@ class _JsonBodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise _TooLarge
+                    raise _TooLarge(limit)
             return message
 
         try:
@@ -196,8 +308,12 @@ class _JsonBodyLimit:
         await response(scope, receive, send)
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(StarletteHTTPException):
+    """Raised while the body streams in. FastAPI re-raises HTTP exceptions from body
+    parsing (others become a 400), so the error handlers answer 413 FILE_SIZE_EXCEEDED."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"Request body exceeds the limit of {limit} bytes")
 
 
 def create_app(
@@ -212,20 +328,42 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        require_key(svc.db, settings.encryption_key)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(svc.db.migrate)
         await svc.db.tx(svc.settings_service.record_first_start)
+        svc.credentials.encryptor = await load_encryptor(
+            svc.db, encryption_key=settings.encryption_key, data_dir=settings.data_dir.resolve()
+        )
         svc.generated_keys = await _bootstrap_keys(svc)
         await _load_dev_tasks(svc, settings.dev_tasks)
+        await svc.deployments.start()
         await svc.executor.start()
+        await svc.scheduler.start()
+        await svc.dispatcher.start()
+        listener = None
+        if not svc.db.is_sqlite:
+            listener = Listener(svc.db.url, svc.on_notification)
+            listener.start()
         svc.metrics.record_library_initialization()
+        gauges = asyncio.create_task(refresh_forever(svc.db, svc.metrics), name="cluster-gauges")
         if on_ready is not None:
             on_ready(svc)
         try:
             yield
         finally:
+            gauges.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await gauges
+            if listener is not None:
+                await listener.close()
+            await svc.deployments.close()
+            await svc.scheduler.close()
             await svc.executor.close()
+            await svc.dispatcher.close()
             await svc.runner.close()
+            if svc.files is not None:
+                await svc.files.close()
             await svc.db.close()
 
     app = FastAPI(
@@ -241,12 +379,21 @@ def create_app(
     app.state.services = svc
     install_error_handlers(app)
     app.include_router(system.router)
+    # Before threads: /threads/{id}/events|logs must win over /threads/{thread_id}.
+    app.include_router(streams.router)
     app.include_router(threads.router)
     app.include_router(admin.router)
+    app.include_router(task_routes.router)
+    app.include_router(credential_routes.router)
+    app.include_router(file_routes.router)
+    app.include_router(webhook_routes.router)
+    app.include_router(schedule_routes.router)
+
+    app.mount("/ui", create_ui_app(svc))
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+        return RedirectResponse("/ui/")
 
     app.add_middleware(_JsonBodyLimit, limit=settings.max_json_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=svc.metrics)

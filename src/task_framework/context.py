@@ -80,6 +80,10 @@ def _iter_upload(data: UploadData) -> tuple[Iterator[bytes], str | None]:
     raise TypeError("upload_file data must be bytes, a path or a binary file object")
 
 
+_NO_DEFAULT: Any = object()
+"""Tells "no default given" apart from an explicit ``None``."""
+
+
 class TaskContext:
     """The running thread as the task sees it."""
 
@@ -132,11 +136,12 @@ class TaskContext:
         """Plain configuration values only (deprecated: use ``get``)."""
         return self._config.get(name, default)
 
-    def get_secret(self, name: str, default: Any = None) -> Any:
-        """Secret values only (deprecated: use ``get``); KeyError when missing."""
+    def get_secret(self, name: str, default: Any = _NO_DEFAULT) -> Any:
+        """Secret values only (deprecated: use ``get``); KeyError when missing and no
+        default is given (an explicit ``None`` default returns ``None``)."""
         if name in self._secrets:
             return self._secrets[name]
-        if default is not None:
+        if default is not _NO_DEFAULT:
             return default
         raise KeyError(f"Secret '{name}' not found. Configure it for this task or pass a default.")
 

@@ -13,9 +13,14 @@ if TYPE_CHECKING:
     from task_framework.app import Services
 
 
-def services(request: Request) -> Services:
+def _services(request: Request) -> Services:
     result: Services = request.app.state.services
     return result
+
+
+async def services(request: Request) -> Services:
+    # async on purpose: FastAPI runs plain-def dependencies in a worker thread.
+    return _services(request)
 
 
 ServicesDep = Annotated["Services", Depends(services)]
@@ -34,7 +39,7 @@ async def caller(
 ) -> Principal:
     """A K route's caller: a regular or admin key in ``X-API-Key``."""
     app_id, user_id = _identity(request)
-    return await services(request).keys.authenticate(
+    return await _services(request).keys.authenticate(
         api_key=x_api_key, admin_key=None, app_id=app_id, user_id=user_id
     )
 
@@ -46,7 +51,7 @@ async def admin(
 ) -> Principal:
     """An A route's caller: an admin key in ``X-Admin-API-Key`` or ``X-API-Key``."""
     app_id, user_id = _identity(request)
-    return await services(request).keys.authenticate(
+    return await _services(request).keys.authenticate(
         api_key=x_api_key,
         admin_key=x_admin_api_key,
         app_id=app_id,
@@ -59,7 +64,7 @@ Caller = Annotated[Principal, Depends(caller)]
 Admin = Annotated[Principal, Depends(admin)]
 
 
-def page_request(
+async def page_request(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query()] = None,
     offset: Annotated[int | None, Query(ge=0)] = None,

@@ -10,12 +10,14 @@ from typing import Annotated, Any
 import typer
 
 from task_framework._version import __version__
+from task_framework.cli.commands import register as register_remote_commands
 
 app = typer.Typer(
     name="task-framework",
     help="Host task definitions and run them as threads over a REST API.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_show_locals=False,
 )
 keys_app = typer.Typer(
     help="Manage API keys (stored hashed in the database).", no_args_is_help=True
@@ -25,17 +27,19 @@ app.add_typer(keys_app, name="api-key")
 
 def _settings(**overrides: Any) -> Any:
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from task_framework.settings import Settings
 
     values = {k: v for k, v in overrides.items() if v is not None and v != []}
     try:
         return Settings(**values)
-    except ValidationError as exc:
+    except (ValidationError, SettingsError) as exc:
         typer.echo(f"error: invalid settings: {exc}", err=True)
         raise typer.Exit(2) from exc
 
 
+KEEP_ALIVE_SECONDS = 75
 _EXAMPLE_BODY = '{"mode": "sync", "inputs": [{"kind": "json", "value": {"name": "world"}}]}'
 
 
@@ -47,10 +51,13 @@ def _banner(svc: Any) -> None:
     if tasks:
         lines.append("tasks: " + ", ".join(t.full_id for t in tasks))
     keys = svc.generated_keys
-    if keys:
+    if "admin_api_key" in keys:
+        lines.append(
+            f"generated API keys (kept in {settings.data_dir}/generated-api-keys.json, mode 0600):"
+        )
+        lines.append(f"  admin key:   {keys['admin_api_key']}")
+    if "api_key" in keys:
         lines += [
-            f"generated API keys (kept in {settings.data_dir}/generated-api-keys.json, mode 0600):",
-            f"  admin key:   {keys['admin_api_key']}",
             f"  regular key: {keys['api_key']}",
             "try:",
             f"  curl -s -X POST '{base}/threads' -H 'X-API-Key: {keys['api_key']}' \\",
@@ -74,6 +81,9 @@ def serve(
         str | None, typer.Option(help="sqlite:///... or postgresql://...")
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = None,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="Serve HTTP only; run no threads here")
+    ] = False,
 ) -> None:
     """Run one replica: the API, its workers and background jobs."""
     import uvicorn
@@ -88,6 +98,7 @@ def serve(
         data_dir=data_dir,
         database_url=database_url,
         log_level=log_level,
+        run_worker=False if no_worker else None,
     )
     configure_logging(settings.log_level)
     application = create_app(settings, on_ready=_banner)
@@ -100,7 +111,46 @@ def serve(
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
+        # Longer than load balancers' idle timeouts, so they close idle connections first.
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
+
+
+@app.command()
+def worker(
+    database_url: Annotated[str | None, typer.Option(help="postgresql://... (shared)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory (default ./data)")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Threads run at once here (default: CPU count)")
+    ] = None,
+    tasks: Annotated[
+        str | None, typer.Option(help="Only run these task ids (comma-separated)")
+    ] = None,
+    dev_task: Annotated[
+        list[Path] | None,
+        typer.Option("--dev-task", help="Also load a task from a source folder (repeatable)"),
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = None,
+) -> None:
+    """Claim and run threads (and webhook deliveries) without serving HTTP."""
+    from task_framework.observability.logging import configure_logging
+    from task_framework.worker import run_worker
+
+    settings = _settings(
+        database_url=database_url,
+        data_dir=data_dir,
+        worker_concurrency=concurrency,
+        worker_tasks=tasks,
+        dev_tasks=dev_task,
+        log_level=log_level,
+    )
+    configure_logging(settings.log_level)
+    try:
+        import uvloop
+
+        uvloop.run(run_worker(settings))
+    except ImportError:  # pragma: no cover - uvloop is installed on Linux and macOS
+        asyncio.run(run_worker(settings))
 
 
 @app.command()
@@ -199,6 +249,52 @@ def key_revoke(key_id: str, database_url: DbOption = None, data_dir: DataDirOpti
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"revoked {key_id}")
+
+
+@app.command()
+def package(
+    task_dir: Annotated[Path | None, typer.Argument(help="Task folder")] = None,
+    task_dir_opt: Annotated[
+        Path | None, typer.Option("--task-dir", "-t", help="Task folder (old spelling)")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output zip")] = None,
+    validate_only: Annotated[bool, typer.Option("--validate-only")] = False,
+    show_metadata: Annotated[bool, typer.Option("--show-metadata")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Build (or only validate) a task package zip from a task folder."""
+    from task_framework.cli.package import run
+
+    folder = task_dir_opt or task_dir
+    if folder is None:
+        typer.echo("error: a task folder is required (DIR or -t DIR)", err=True)
+        raise typer.Exit(2)
+    code = run(folder, output, validate_only=validate_only, show_metadata=show_metadata)
+    raise typer.Exit(code)
+
+
+@app.command()
+def deploy(
+    package_zip: Annotated[Path, typer.Argument(help="Package zip to deploy")],
+    url: Annotated[str, typer.Option(help="Server base URL")] = "http://127.0.0.1:3000",
+    admin_key: Annotated[
+        str | None, typer.Option(envvar="TASK_FRAMEWORK_ADMIN_KEY", help="Admin API key")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace a version deployed with other content")] = (
+        False
+    ),
+) -> None:
+    """Upload a package to a server, with upload and build progress."""
+    from task_framework.cli.deploy import upload
+
+    if not admin_key:
+        typer.echo("error: --admin-key (or TASK_FRAMEWORK_ADMIN_KEY) is required", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(upload(package_zip, url=url, admin_key=admin_key, force=force))
+
+
+# Client-based commands: run, threads, artifacts, files, tasks, schedules, webhooks, keys, …
+register_remote_commands(app)
 
 
 def main() -> None:

@@ -137,6 +137,8 @@ class Metrics:
         # Files
         self.file_uploads = counter("file_uploads", "Completed file uploads.")
         self.file_downloads = counter("file_downloads", "Completed file downloads.")
+        self.file_upload_bytes = counter("file_upload_bytes", "Bytes received in file uploads.")
+        self.file_download_bytes = counter("file_download_bytes", "Bytes sent in file downloads.")
         self.file_upload_duration = histogram(
             "file_upload_duration_seconds", "File upload duration.", FILE_UPLOAD_BUCKETS_SECONDS
         )
@@ -287,12 +289,14 @@ class Metrics:
     def record_artifacts_archived(self, count: int = 1) -> None:
         self.artifacts_archived.inc(count)
 
-    def record_file_upload(self, duration_s: float) -> None:
+    def record_file_upload(self, duration_s: float, size: int = 0) -> None:
         self.file_uploads.inc()
+        self.file_upload_bytes.inc(size)
         self.file_upload_duration.observe(duration_s)
 
-    def record_file_download(self, duration_s: float) -> None:
+    def record_file_download(self, duration_s: float, size: int = 0) -> None:
         self.file_downloads.inc()
+        self.file_download_bytes.inc(size)
         self.file_download_duration.observe(duration_s)
 
     # -- schedules and webhooks ------------------------------------------------------------

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,10 @@ _MIB = 1024 * 1024
 class _Waiting:
     stop_requested: bool = False
 
+    def stopped_meanwhile(self) -> bool:
+        """Re-read the flag after an await (a plain re-check reads as unreachable)."""
+        return self.stop_requested
+
 
 class ProcessRunner:
     """Runs each thread in a worker process of its task version's environment."""
@@ -63,6 +68,7 @@ class ProcessRunner:
         kill_after_seconds: float = KILL_AFTER_SECONDS,
         max_memory_mb: int = 0,
         log_flush_seconds: float = LOG_FLUSH_SECONDS,
+        on_worker_start: Callable[[], None] | None = None,
     ) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
@@ -76,6 +82,7 @@ class ProcessRunner:
         self.kill_after_seconds = kill_after_seconds
         self.max_memory_mb = max_memory_mb
         self.log_flush_seconds = log_flush_seconds
+        self._on_worker_start = on_worker_start or (lambda: None)
         self._slots = asyncio.Semaphore(max_workers)
         self._task_slots: dict[str, asyncio.Semaphore] = {}
         self._idle: dict[str, list[WorkerProcess]] = {}
@@ -100,7 +107,6 @@ class ProcessRunner:
         )
         try:
             async with task_slots, self._slots:
-                del self._waiting[request.thread_id]
                 if waiting.stop_requested:
                     return Outcome("stopped")
                 try:
@@ -109,6 +115,11 @@ class ProcessRunner:
                     return Outcome(
                         "failed", ErrorInfo(TASK_LOAD_FAILED, str(exc), "WorkerStartError")
                     )
+                # Stays "waiting" while the worker starts, so a stop then is not lost.
+                del self._waiting[request.thread_id]
+                if waiting.stopped_meanwhile():
+                    await self._release(worker)
+                    return Outcome("stopped")
                 return await self._run_on(worker, spec.entry_point, request, host)
         finally:
             self._waiting.pop(request.thread_id, None)
@@ -215,6 +226,7 @@ class ProcessRunner:
             self._workers.discard(worker)
             raise
         self._adopt(worker)
+        self._on_worker_start()
         return worker
 
     async def _release(self, worker: WorkerProcess) -> None:

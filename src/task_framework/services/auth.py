@@ -112,7 +112,9 @@ class KeyRing:
         return any(r.role == "admin" for r in self._configured.values())
 
     async def _lookup(self, key: str) -> _KeyRecord | None:
-        digest = hash_key(key)
+        return await self._lookup_digest(hash_key(key))
+
+    async def _lookup_digest(self, digest: str) -> _KeyRecord | None:
         record = self._configured.get(digest)
         if record is not None:
             return record if hmac.compare_digest(record.key_hash, digest) else None
@@ -142,7 +144,10 @@ class KeyRing:
         return found
 
     async def _valid(self, key: str) -> _KeyRecord | None:
-        record = await self._lookup(key)
+        return await self._valid_digest(hash_key(key))
+
+    async def _valid_digest(self, digest: str) -> _KeyRecord | None:
+        record = await self._lookup_digest(digest)
         if record is None or record.revoked:
             return None
         now = utcnow()
@@ -159,6 +164,10 @@ class KeyRing:
             )
             self._cache.pop(record.key_hash, None)
         return record
+
+    async def is_active(self, key: str) -> bool:
+        """Whether ``key`` is known, not revoked and not expired."""
+        return await self._valid(key) is not None
 
     async def authenticate(
         self,
@@ -193,6 +202,16 @@ class KeyRing:
         if not app_id or not user_id:
             raise MetadataRequired("user_id and app_id are required (X-User-Id and X-App-Id)")
         return Principal(False, app_id, user_id, record.key_id, record.name)
+
+    async def principal_for_hash(
+        self, key_hash: str, *, is_admin: bool, app_id: str | None, user_id: str | None
+    ) -> Principal | None:
+        """Re-check a key known only by its hash (web UI sessions): the caller it stood
+        for when still valid with the same role, else None (revoked, expired, changed)."""
+        record = await self._valid_digest(key_hash)
+        if record is None or (record.role == "admin") != is_admin:
+            return None
+        return Principal(is_admin, app_id, user_id, record.key_id, record.name)
 
     # -- managed keys -------------------------------------------------------------------
 

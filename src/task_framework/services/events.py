@@ -15,6 +15,7 @@ from sqlalchemy import Connection, insert
 
 from task_framework.ids import new_id
 from task_framework.models._time import format_ts, utcnow
+from task_framework.store import notify
 from task_framework.store.tables import events
 
 THREAD_TERMINAL_EVENTS = {
@@ -101,3 +102,4 @@ def thread_event(
 def insert_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if rows:
         conn.execute(insert(events), rows)
+        notify.notify(conn, notify.EVENTS)

@@ -14,22 +14,30 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, func, select, text, update
 
 from task_framework.errors import ServiceUnavailable, TaskFrameworkError
 from task_framework.ids import new_id
-from task_framework.models._time import utcnow
+from task_framework.models._time import format_ts, utcnow
 from task_framework.models.threads import TERMINAL_STATES
-from task_framework.runner.base import ErrorInfo, Outcome, Runner, RunRequest
+from task_framework.runner.base import (
+    TASK_CRASHED,
+    TASK_TIMEOUT,
+    ErrorInfo,
+    Outcome,
+    Runner,
+    RunRequest,
+)
 from task_framework.runner.envs import EnvironmentBuilder
 from task_framework.services.events import THREAD_TERMINAL_EVENTS, insert_events, thread_event
 from task_framework.services.host import FileStore, ThreadHost
 from task_framework.services.settings import SettingsService
 from task_framework.services.tasks import TaskDefinition, TaskRegistry
 from task_framework.services.threads import load_thread, load_threads
+from task_framework.store import notify
 from task_framework.store.database import Database
 from task_framework.store.tables import threads
 
@@ -99,8 +107,11 @@ class Executor:
         host_factory: Callable[..., ThreadHost] = ThreadHost,
         files: FileStore | None = None,
         config: ConfigSource | None = None,
+        task_filter: frozenset[str] | None = None,
         on_state: Callable[[str], None] | None = None,
         on_finished: Callable[[str, str, float], None] | None = None,
+        on_crash: Callable[[], None] | None = None,
+        on_artifact: Callable[[str], None] | None = None,
     ) -> None:
         self.replica_id = new_id("replica")
         self._db = db
@@ -115,24 +126,49 @@ class Executor:
         self._log_level = log_level
         self._max_log_bytes = max_log_bytes
         self._host_factory = host_factory
+        self._task_filter = task_filter
         self.files = files
         self.config = config
         self._on_state = on_state or (lambda _state: None)
         self._on_finished = on_finished or (lambda _task, _state, _duration: None)
+        self._on_crash = on_crash or (lambda: None)
+        self.on_artifact = on_artifact or (lambda _kind: None)
+        """Called with the kind of every artifact created (inputs and outputs)."""
         self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._reserved = 0  # slots held by requests that may claim their own new thread
+        self._backlog = False  # queued threads may be waiting for a free slot
         self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._closing = False
+        self._settle_listeners: list[Callable[[dict[str, Any]], None]] = []
+        # Stopped after the claim but before the runner had the thread (see stop_local).
+        self._stop_early: set[str] = set()
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._loops = [
-            asyncio.create_task(self._dispatch_loop(), name="executor-dispatch"),
-            asyncio.create_task(self._lease_loop(), name="executor-lease"),
-            asyncio.create_task(self._recovery_loop(), name="executor-recovery"),
-        ]
+        """Start claiming (unless this replica has no worker slots) and recovering."""
+        self._loops = [asyncio.create_task(self._recovery_loop(), name="executor-recovery")]
+        if self._capacity > 0:
+            self._loops += [
+                asyncio.create_task(self._dispatch_loop(), name="executor-dispatch"),
+                asyncio.create_task(self._lease_loop(), name="executor-lease"),
+            ]
+
+    def handle_notification(self, channel: str, payload: str) -> None:
+        """React to another process's change (see store/notify.py)."""
+        if channel == notify.QUEUED:
+            self.wake()
+        elif channel == notify.SETTLED and payload in self._waiters:
+            asyncio.get_running_loop().create_task(self._settle_from_store(payload))
+        elif channel == notify.STOP and payload in self._running:
+            asyncio.get_running_loop().create_task(self.stop_local(payload))
+
+    async def _settle_from_store(self, thread_id: str) -> None:
+        thread = await self._db.tx(lambda c: load_thread(c, thread_id, show_stack=True))
+        if thread["state"] in TERMINAL_STATES:
+            self.thread_settled(thread_id, thread)
 
     @property
     def running(self) -> bool:
@@ -142,7 +178,7 @@ class Executor:
         """Stop claiming; give running threads the shutdown grace, then fail them."""
         self._closing = True
         self._wake.set()
-        for loop_task in self._loops[:1]:
+        for loop_task in self._loops[1:2]:  # the dispatcher: claim nothing more
             loop_task.cancel()
         running = list(self._running.values())
         if running:
@@ -163,6 +199,7 @@ class Executor:
             .values(state="failed", error=worker_lost_error(), finished_at=now, lease_owner=None)
         )
         if result.rowcount:
+            notify.notify(conn, notify.SETTLED, thread_id)
             thread = load_thread(conn, thread_id, show_stack=True)
             insert_events(
                 conn, [thread_event("thread.failed", thread, at=now, artifacts=thread["artifacts"])]
@@ -196,18 +233,28 @@ class Executor:
         for future in self._waiters.pop(thread_id, []):
             if not future.done():
                 future.set_result(thread)
+        for listener in self._settle_listeners:
+            listener(thread)
+
+    def add_settle_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``listener(thread)`` whenever this replica sees a thread settle."""
+        self._settle_listeners.append(listener)
 
     async def stop_local(self, thread_id: str) -> None:
-        if thread_id in self._running:
-            await self._runner.stop(thread_id)
+        if thread_id in self._running and not await self._runner.stop(thread_id):
+            # Claimed, but not handed to the runner yet: _run must not start it.
+            self._stop_early.add(thread_id)
 
     # -- claiming -------------------------------------------------------------------------
 
     async def _dispatch_loop(self) -> None:
         while not self._closing:
             self._wake.clear()
-            free = self._capacity - len(self._running)
+            free = self._capacity - len(self._running) - self._reserved
             claimed: list[_Claimed] = []
+            # Until a claim comes back short, queued threads may be waiting for a slot: a
+            # finishing thread then wakes this loop (see _execute).
+            self._backlog = True
             if free > 0:
                 try:
                     limit = await self._settings.max_concurrent_threads()
@@ -217,14 +264,78 @@ class Executor:
                     await asyncio.sleep(IDLE_POLL_SECONDS)
                     continue
                 for item in claimed:
-                    thread_id = item.thread["id"]
-                    self._running[thread_id] = asyncio.create_task(
-                        self._execute(item), name=f"thread-{thread_id}"
-                    )
+                    self._launch(item)
+                self._backlog = len(claimed) == free or (limit > 0 and not claimed)
             if claimed and len(claimed) == free:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+
+    def _task_conditions(self) -> list[Any]:
+        if self._task_filter is None:
+            return []
+        return [threads.c.task_id.in_(sorted(self._task_filter))]
+
+    def _launch(self, item: _Claimed) -> None:
+        thread_id = item.thread["id"]
+        self._running[thread_id] = asyncio.create_task(
+            self._execute(item), name=f"thread-{thread_id}"
+        )
+
+    # A request that creates a thread may run it at once on this replica (one transaction
+    # less, no hand-off to the dispatcher) when a local slot is free, nothing is queued
+    # ahead of it and the cluster limit allows. FIFO order and the limit still hold.
+
+    async def reserve(self) -> int | None:
+        """Hold a local slot for a thread about to be created; the cluster limit, or None."""
+        if self._closing or len(self._running) + self._reserved >= self._capacity:
+            return None
+        if self._task_filter is not None:
+            return None  # filtered workers claim through the dispatcher only
+        self._reserved += 1
+        try:
+            return await self._settings.max_concurrent_threads()
+        except BaseException:
+            self._reserved -= 1
+            raise
+
+    def release(self) -> None:
+        self._reserved -= 1
+
+    def claim_new(self, conn: Connection, thread_id: str, limit: int) -> dict[str, Any] | None:
+        """In the creating transaction: claim ``thread_id`` for this replica, or None."""
+        ahead = conn.execute(
+            select(threads.c.id)
+            .where(threads.c.state == "queued", threads.c.id != thread_id)
+            .limit(1)
+        ).first()
+        if ahead is not None:
+            return None
+        if limit > 0:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LIMIT_LOCK_KEY})
+            running = conn.execute(
+                select(func.count()).select_from(threads).where(threads.c.state == "running")
+            ).scalar_one()
+            if running >= limit:
+                return None
+        now = utcnow()
+        values = {
+            "state": "running",
+            "started_at": now,
+            "lease_owner": self.replica_id,
+            "lease_expires_at": now + self._lease,
+            "lease_token": 1,
+        }
+        conn.execute(update(threads).where(threads.c.id == thread_id).values(**values))
+        return values
+
+    def start_claimed(
+        self, thread: dict[str, Any], *, token: int, created_by_admin: bool, timeout: int | None
+    ) -> None:
+        """Run a thread claimed by :meth:`claim_new`; its reservation becomes the slot."""
+        self._reserved -= 1
+        self._launch(_Claimed(thread, token, created_by_admin, timeout))
 
     def _claim(self, conn: Connection, wanted: int, limit: int) -> list[_Claimed]:
         if limit > 0:
@@ -239,7 +350,7 @@ class Executor:
         now = utcnow()
         candidates = (
             select(threads.c.id)
-            .where(threads.c.state == "queued")
+            .where(threads.c.state == "queued", *self._task_conditions())
             .order_by(threads.c.created_at, threads.c.id)
             .limit(wanted)
             .with_for_update(skip_locked=True)
@@ -279,9 +390,14 @@ class Executor:
         thread = claimed.thread
         thread_id = thread["id"]
         self._on_state("running")
+        timer = self._arm_timeout(claimed)
         try:
-            outcome = await self._run(claimed)
-            final = await self._db.tx(self._finish, thread_id, claimed.token, outcome)
+            outcome, host = await self._run(claimed)
+            for output in host.outputs if host is not None else []:
+                self.on_artifact(output["kind"])
+            if outcome.error is not None and outcome.error.code == TASK_CRASHED:
+                self._on_crash()
+            final = await self._db.tx(self._finish, claimed, outcome, host)
             if final is not None:
                 self._on_state(final["state"])
                 self._on_finished(
@@ -295,28 +411,86 @@ class Executor:
         except Exception:
             log.exception("thread execution failed unexpectedly", extra={"thread_id": thread_id})
         finally:
+            if timer is not None:
+                timer.cancel()
             self._running.pop(thread_id, None)
-            self._wake.set()
+            self._stop_early.discard(thread_id)
+            if self._backlog:
+                self._wake.set()
 
-    async def _run(self, claimed: _Claimed) -> Outcome:
+    def _arm_timeout(self, claimed: _Claimed) -> asyncio.TimerHandle | None:
+        """``timeout_seconds`` counts from ``started_at`` (API.md §15.2): when it runs out
+        the thread becomes ``timeout`` at once, then its process is stopped like a
+        ``:stop`` (cancel flag, grace period, kill)."""
+        if claimed.timeout_seconds is None:
+            return None
+        started = datetime.fromisoformat(claimed.thread["started_at"])
+        delay = claimed.timeout_seconds - (utcnow() - started).total_seconds()
+        loop = asyncio.get_running_loop()
+        return loop.call_later(max(delay, 0.0), lambda: loop.create_task(self._time_out(claimed)))
+
+    async def _time_out(self, claimed: _Claimed) -> None:
+        thread_id = claimed.thread["id"]
+        try:
+            thread = await self._db.tx(self._settle_timeout, claimed)
+        except TaskFrameworkError as exc:
+            log.warning("timeout not recorded: %s", exc)
+            return
+        if thread is not None:
+            self._on_state("timeout")
+            task_id = thread["metadata"].get("task_id") or ""
+            self._on_finished(task_id, "timeout", _duration(thread))
+            self.thread_settled(thread_id, thread)
+        await self.stop_local(thread_id)
+
+    def _settle_timeout(self, conn: Connection, claimed: _Claimed) -> dict[str, Any] | None:
+        now = utcnow()
+        thread_id = claimed.thread["id"]
+        error = {
+            "code": TASK_TIMEOUT,
+            "message": "Task execution timed out",
+            "exception_type": "TimeoutError",
+            "stack_trace": None,
+            "details": None,
+        }
+        result = conn.execute(
+            update(threads)
+            .where(
+                threads.c.id == thread_id,
+                threads.c.lease_token == claimed.token,
+                threads.c.state == "running",
+            )
+            .values(state="timeout", error=error, finished_at=now)
+        )
+        if not result.rowcount:
+            return None
+        notify.notify(conn, notify.SETTLED, thread_id)
+        thread = load_thread(conn, thread_id, show_stack=True)
+        insert_events(
+            conn,
+            [thread_event("thread.timeout", thread, at=now, artifacts=thread["artifacts"])],
+        )
+        return thread
+
+    async def _run(self, claimed: _Claimed) -> tuple[Outcome, ThreadHost | None]:
         thread = claimed.thread
         meta = thread["metadata"]
         task = self._registry.get(meta.get("task_id") or "", meta.get("task_version") or "")
         if task is None:
+            missing = f"Task {meta.get('task_id')}:{meta.get('task_version')} is not deployed"
             return Outcome(
-                "failed",
-                ErrorInfo(
-                    "TASK_UNAVAILABLE",
-                    f"Task {meta.get('task_id')}:{meta.get('task_version')} is not deployed",
-                    "TaskUnavailable",
-                ),
-            )
+                "failed", ErrorInfo("TASK_UNAVAILABLE", missing, "TaskUnavailable")
+            ), None
         try:
-            if task.env is None:
+            if task.env is None or (
+                task.dev and self._builder.key_for(task.deps_dir) != task.env.key
+            ):
+                # Dev tasks: edited dependency files get a fresh environment.
                 task.env = await self._builder.ensure(task.deps_dir)
             spec = task.spec()
         except TaskFrameworkError as exc:
-            return Outcome("failed", ErrorInfo("TASK_LOAD_FAILED", exc.message, type(exc).__name__))
+            error = ErrorInfo("TASK_LOAD_FAILED", exc.message, type(exc).__name__)
+            return Outcome("failed", error), None
         plain, secret = await self._configuration(task, thread["params"], claimed.created_by_admin)
         request = RunRequest(
             thread_id=thread["id"],
@@ -325,9 +499,7 @@ class Executor:
             metadata=meta,
             config=plain,
             secrets=secret,
-            timeout_seconds=None
-            if claimed.timeout_seconds is None
-            else float(claimed.timeout_seconds),
+            timeout_seconds=None,  # enforced by _arm_timeout, from started_at
             log_level=self._log_level,
         )
         host = self._host_factory(
@@ -338,7 +510,9 @@ class Executor:
             max_log_bytes=self._max_log_bytes,
             files_service=self.files,
         )
-        return await self._runner.run(spec, request, host)
+        if thread["id"] in self._stop_early:
+            return Outcome("stopped"), host
+        return await self._runner.run(spec, request, host), host
 
     async def _configuration(
         self, task: TaskDefinition, params: dict[str, Any], by_admin: bool
@@ -365,9 +539,15 @@ class Executor:
         return plain, secret
 
     def _finish(
-        self, conn: Connection, thread_id: str, token: int, outcome: Outcome
+        self, conn: Connection, claimed: _Claimed, outcome: Outcome, host: ThreadHost | None
     ) -> dict[str, Any] | None:
+        """Settle the run, fenced by its lease token; None when someone else settled it.
+
+        The final thread is built from what this run knows (its inputs, and the outputs and
+        problems its host persisted) instead of being read back.
+        """
         now = utcnow()
+        thread_id, token = claimed.thread["id"], claimed.token
         result = conn.execute(
             update(threads)
             .where(
@@ -385,7 +565,17 @@ class Executor:
         )
         if not result.rowcount:
             return None
-        thread = load_thread(conn, thread_id, show_stack=True)
+        notify.notify(conn, notify.SETTLED, thread_id)
+        thread = dict(claimed.thread)
+        outputs = host.outputs if host is not None else []
+        thread.update(
+            state=outcome.status,
+            error=_error_dict(outcome.error),
+            finished_at=format_ts(now),
+            outputs=outputs,
+            problems=[*thread["problems"], *(host.problems if host is not None else [])],
+            artifacts=thread["inputs"] + outputs,
+        )
         insert_events(
             conn,
             [
@@ -454,11 +644,15 @@ class Executor:
                     finished_at=now,
                     lease_owner=None,
                     lease_expires_at=None,
+                    # A new fencing token: the lost worker, should it come back, is refused.
+                    lease_token=threads.c.lease_token + 1,
                 )
                 .returning(*threads.c)
             )
         )
         loaded = load_threads(conn, rows, show_stack=True)
+        for thread in loaded:
+            notify.notify(conn, notify.SETTLED, thread["id"])
         insert_events(
             conn,
             [thread_event("thread.failed", t, at=now, artifacts=t["artifacts"]) for t in loaded],
@@ -470,8 +664,6 @@ class Executor:
 
 
 def _duration(thread: dict[str, Any]) -> float:
-    from datetime import datetime
-
     started, finished = thread.get("started_at"), thread.get("finished_at")
     if not started or not finished:
         return 0.0

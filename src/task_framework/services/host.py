@@ -71,6 +71,10 @@ class ThreadHost:
         self._log_bytes = 0
         self._log_seq = 0
         self._log_truncated = False
+        self.outputs: list[dict[str, Any]] = []
+        """Outputs this run persisted, in publish order."""
+        self.problems: list[dict[str, Any]] = []
+        """Problems this run recorded."""
 
     def _fenced(self, conn: Connection) -> Any:
         row = conn.execute(
@@ -208,6 +212,7 @@ class ThreadHost:
             return stored
 
         result: list[dict[str, Any]] = await self._db.tx(_publish)
+        self.outputs.extend(result)
         return result
 
     async def signal_problem(self, thread_id: str, problem: dict[str, Any]) -> None:
@@ -234,6 +239,7 @@ class ThreadHost:
             )
 
         await self._db.tx(_record)
+        self.problems.append(entry)
 
     async def write_logs(self, thread_id: str, records: list[LogRecord]) -> None:
         if self._log_truncated or not records:
@@ -258,7 +264,15 @@ class ThreadHost:
                     record.logger,
                 )
             )
-        await self._db.tx(lambda conn: conn.execute(insert(thread_logs), rows))
+
+        def _append(conn: Connection) -> None:
+            current = conn.execute(
+                select(threads.c.lease_token).where(threads.c.id == thread_id)
+            ).scalar()
+            if current == self._token:  # a lost run's late lines are dropped
+                conn.execute(insert(thread_logs), rows)
+
+        await self._db.tx(_append)
 
     def _log_row(
         self,

@@ -7,11 +7,24 @@ persists nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Connection, and_, delete, exists, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Text,
+    and_,
+    cast,
+    delete,
+    exists,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from task_framework.errors import (
@@ -21,7 +34,7 @@ from task_framework.errors import (
     ValidationFailed,
 )
 from task_framework.ids import new_id
-from task_framework.models._time import utcnow
+from task_framework.models._time import format_ts, utcnow
 from task_framework.models.artifact import Artifact
 from task_framework.models.threads import (
     RETRYABLE_STATES,
@@ -38,9 +51,24 @@ from task_framework.services.records import (
     thread_dict,
 )
 from task_framework.services.tasks import TaskDefinition, TaskRegistry
+from task_framework.services.urlguard import UrlGuard
+from task_framework.services.webhooks import (
+    check_adhoc_events,
+    insert_source_webhooks,
+    on_thread_deleted,
+)
+from task_framework.store import notify
 from task_framework.store.database import Database
 from task_framework.store.paging import Page, PageRequest, paginate
-from task_framework.store.tables import artifacts, files, thread_inputs, thread_logs, threads
+from task_framework.store.tables import (
+    artifacts,
+    files,
+    schedules,
+    thread_inputs,
+    thread_logs,
+    threads,
+)
+from task_framework.store.tables import events as events_table
 from task_framework.utils.artifact_validation import FILE_KINDS, service_rule_error
 from task_framework.utils.schema_matching import match_any
 
@@ -264,6 +292,9 @@ class _NewThread:
     attempt: int | None = None
     copy_inputs: bool = False
     created_by_admin: bool = False
+    claim: Callable[[Connection, str], dict[str, Any] | None] | None = None
+    """Claims the new thread for this replica inside the transaction (see Executor)."""
+    claimed_token: int | None = None
 
 
 def insert_thread(conn: Connection, plan: _NewThread) -> tuple[dict[str, Any], bool]:
@@ -330,6 +361,18 @@ def insert_thread(conn: Connection, plan: _NewThread) -> tuple[dict[str, Any], b
         for a in resolved.as_dicts
         if a["id"] in new_ids
     ]
+    # Ad-hoc webhooks exist before thread.created, so they receive it (API.md §12.1).
+    insert_source_webhooks(
+        conn, plan.webhooks or [], source="thread", owner=plan.owner, now=now, thread_id=thread_id
+    )
+    claimed = plan.claim(conn, thread_id) if plan.claim is not None else None
+    if claimed is not None:
+        thread["state"] = "running"
+        thread["started_at"] = format_ts(claimed["started_at"])
+        plan.claimed_token = claimed["lease_token"]
+        rows.append(thread_event("thread.started", thread, at=claimed["started_at"]))
+    else:
+        notify.notify(conn, notify.QUEUED)
     insert_events(conn, rows)
     return thread, True
 
@@ -341,6 +384,7 @@ class ThreadService:
         self._db = db
         self._registry = registry
         self._executor = executor
+        self.url_guard: UrlGuard | None = None  # set by the app; checks ad-hoc callback URLs
 
     async def create(
         self,
@@ -356,6 +400,11 @@ class ThreadService:
         items = [a.model_dump(exclude_unset=False) for a in body.inputs]
         _check_duplicate_refs(items)
         webhooks = [w.model_dump() for w in body.all_webhooks()] or None
+        if webhooks:
+            check_adhoc_events(webhooks)
+            if self.url_guard is not None:
+                for hook in webhooks:
+                    hook["callback_url"] = await self.url_guard.check(hook["callback_url"])
         metadata = {
             **body.metadata,
             "user_id": principal.user_id,
@@ -380,24 +429,54 @@ class ThreadService:
             idempotency_scope=scope,
             created_by_admin=principal.is_admin,
         )
+        # Sync requests may run their thread at once here; async ones answer "queued".
+        limit = await self._executor.reserve() if body.mode == "sync" else None
+        if limit is not None:
+            plan.claim = lambda conn, thread_id: self._executor.claim_new(conn, thread_id, limit)
         try:
-            thread, created = await self._db.tx(insert_thread, plan)
-        except IntegrityError as exc:
-            if scope is None:
-                raise ValidationFailed("An input artifact id is already taken") from exc
-            # A concurrent request claimed the same key: replay it.
-            thread, created = await self._db.tx(insert_thread, plan)
-            if created:  # pragma: no cover - the constraint guarantees a winner exists
-                raise
+            thread, created = await self._tx_insert(plan)
+        finally:
+            if limit is not None and plan.claimed_token is None:
+                self._executor.release()
         if not created:
             return thread, 200
-        self._executor.wake()
+        self._count_new_inputs(thread)
+        if plan.claimed_token is not None:
+            self._executor.start_claimed(
+                thread,
+                token=plan.claimed_token,
+                created_by_admin=principal.is_admin,
+                timeout=body.timeout_seconds,
+            )
+        else:
+            self._executor.wake()
         if body.mode == "async":
             return thread, 202
         final = await self._executor.wait_for(thread["id"])
         if not principal.is_admin and final.get("error"):
             final["error"] = {**final["error"], "stack_trace": None}
         return final, 201
+
+    def _count_new_inputs(self, thread: dict[str, Any]) -> None:
+        for artifact in thread["inputs"]:
+            if artifact["thread_id"] == thread["id"]:  # not a reference to another thread's
+                self._executor.on_artifact(artifact["kind"])
+
+    async def _tx_insert(self, plan: _NewThread) -> tuple[dict[str, Any], bool]:
+        """Insert a thread; an idempotency race replays the winner."""
+        try:
+            result: tuple[dict[str, Any], bool] = await self._db.tx(insert_thread, plan)
+            return result
+        except IntegrityError as exc:
+            if plan.idempotency_scope is None:
+                raise ValidationFailed("An input artifact id is already taken") from exc
+        # A concurrent request took the same idempotency key: replay its thread.
+        plan.claim = None
+        plan.claimed_token = None
+        replay: tuple[dict[str, Any], bool] = await self._db.tx(insert_thread, plan)
+        if replay[1]:
+            raise ValidationFailed("Conflicting concurrent request; retry it")
+        return replay
 
     async def get(self, principal: Principal, thread_id: str) -> dict[str, Any]:
         def _get(conn: Connection) -> dict[str, Any]:
@@ -471,11 +550,16 @@ class ThreadService:
             if row.state not in ("queued", "running"):
                 raise InvalidState(f"Thread {thread_id} is in state {row.state}, cannot stop")
             was_running = row.state == "running"
-            conn.execute(
+            notify.notify(conn, notify.SETTLED, thread_id)
+            if was_running:
+                notify.notify(conn, notify.STOP, thread_id)
+            changed = conn.execute(
                 update(threads)
-                .where(threads.c.id == thread_id)
+                .where(threads.c.id == thread_id, threads.c.state == row.state)
                 .values(state="stopped", finished_at=now, stop_requested=True)
-            )
+            ).rowcount
+            if not changed:  # it settled meanwhile (SQLite serialises; PostgreSQL may race)
+                raise InvalidState(f"Thread {thread_id} is no longer {row.state}, cannot stop")
             thread = load_thread(conn, thread_id, show_stack=principal.is_admin)
             insert_events(
                 conn,
@@ -537,6 +621,7 @@ class ThreadService:
         owner_principal = Principal(True) if principal.is_admin else principal
         plan.principal = owner_principal
         thread, _ = await self._db.tx(insert_thread, plan)
+        self._count_new_inputs(thread)
         self._executor.wake()
         if body.mode == "async":
             return thread, 202
@@ -552,10 +637,19 @@ class ThreadService:
             row = visible_thread_row(conn, principal, thread_id)
             if row.state not in TERMINAL_STATES:
                 raise InvalidState(f"Thread {thread_id} is in state {row.state}, cannot delete")
+            # Candidates: the thread's own artifacts, and inputs it referenced whose own
+            # thread is gone (kept only for this reference until now).
+            referenced = select(thread_inputs.c.artifact_id).where(
+                thread_inputs.c.thread_id == thread_id
+            )
             own = list(
                 conn.execute(
                     select(artifacts.c.id, artifacts.c.file_ref).where(
-                        artifacts.c.thread_id == thread_id
+                        (artifacts.c.thread_id == thread_id)
+                        | (
+                            artifacts.c.id.in_(referenced)
+                            & ~exists().where(threads.c.id == artifacts.c.thread_id)
+                        )
                     )
                 )
             )
@@ -575,9 +669,8 @@ class ThreadService:
             if removable:
                 conn.execute(delete(artifacts).where(artifacts.c.id.in_([a.id for a in removable])))
             conn.execute(delete(thread_logs).where(thread_logs.c.thread_id == thread_id))
-            from task_framework.store.tables import events
-
-            conn.execute(delete(events).where(events.c.thread_id == thread_id))
+            conn.execute(delete(events_table).where(events_table.c.thread_id == thread_id))
+            on_thread_deleted(conn, thread_id)
             conn.execute(delete(threads).where(threads.c.id == thread_id))
             return unreferenced_files(conn, {a.file_ref for a in removable if a.file_ref})
 
@@ -662,13 +755,21 @@ def _artifact_conditions(filters: ArtifactFilters) -> list[Any]:
 
 
 def unreferenced_files(conn: Connection, refs: set[str]) -> list[str]:
-    """Of ``refs``, those no artifact references any more (schedule templates: later)."""
+    """Of ``refs``, those that no artifact and no schedule's inputs template references."""
     if not refs:
         return []
     used = {
         r.file_ref
         for r in conn.execute(select(artifacts.c.file_ref).where(artifacts.c.file_ref.in_(refs)))
     }
+    # Templates are JSON; a file ref is a long random token, so a text match is exact enough.
+    template = cast(schedules.c.inputs_template, Text)
+    for ref in refs - used:
+        found = conn.execute(
+            select(schedules.c.id).where(template.contains(ref, autoescape=True)).limit(1)
+        ).first()
+        if found is not None:
+            used.add(ref)
     return sorted(refs - used)
 
 

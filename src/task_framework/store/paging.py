@@ -61,6 +61,19 @@ def _decode(route: str, cursor: str) -> tuple[Any, Any]:
     return key, ident
 
 
+def _check_cursor_value(value: Any, column: Column[Any] | ColumnElement[Any]) -> None:
+    """A decoded cursor part must have the column's Python type: a crafted cursor is bad
+    input (400), not a database error."""
+    # A TypeDecorator (UTCDateTime) reports ``object``; its implementation knows better.
+    sql_type = getattr(column.type, "impl_instance", column.type)
+    try:
+        expected: type = sql_type.python_type
+    except NotImplementedError:  # pragma: no cover - every sort column has a Python type
+        return
+    if isinstance(value, bool) or not isinstance(value, expected):
+        raise ValidationFailed("Invalid cursor")
+
+
 def paginate(
     conn: Connection,
     query: Select[Any],
@@ -81,6 +94,8 @@ def paginate(
     paged = query
     if page.cursor:
         key, last_id = _decode(route, page.cursor)
+        _check_cursor_value(key, sort)
+        _check_cursor_value(last_id, ident)
         if descending:
             paged = paged.where(or_(sort < key, and_(sort == key, ident < last_id)))
         else:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Dialect,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -214,4 +215,207 @@ settings_kv = Table(
     Column("value", JSONType, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("updated_by", Name),
+)
+
+# Task deployments: stored packages (shared by every replica), the deployed versions and
+# the deployment history (API.md §10.1, §14).
+task_packages = Table(
+    "task_packages",
+    metadata,
+    Column("zip_hash", String(80), primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+task_versions = Table(
+    "task_versions",
+    metadata,
+    Column("task_id", Name, primary_key=True),
+    Column("version", Name, primary_key=True),
+    Column("zip_hash", String(80), nullable=False),
+    Column("metadata", JSONType, nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("deployed_at", UTCDateTime, nullable=False),
+)
+
+task_deployments = Table(
+    "task_deployments",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("task_id", Name, nullable=False),
+    Column("version", Name, nullable=False),
+    Column("zip_hash", String(80)),
+    Column("zip_path", Text),
+    Column("status", String(16), nullable=False),
+    Column("error", Text),
+    Column("deployed_at", UTCDateTime, nullable=False),
+    Index("ix_task_deployments_deployed", "deployed_at", "id"),
+)
+
+# -- credentials and task configuration --
+# Values are Fernet tokens (services/crypto.py); names, tags and dates stay readable.
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("tags", JSONType, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime),
+)
+
+# One task version's configuration map, encrypted as a whole (direct values included).
+task_configs = Table(
+    "task_configs",
+    metadata,
+    Column("task_id", Name, primary_key=True),
+    Column("version", Name, primary_key=True),
+    Column("config_values", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# -- webhooks --
+# Manual, ad-hoc (source="thread") and schedule webhooks. The secret is kept as is: it
+# signs every delivery, so it cannot be hashed. thread_id / schedule_id name the parent
+# whose deletion deletes an ad-hoc or schedule webhook.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("secret", String(64), nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("disabled_reason", String(16)),
+    Column("events", JSONType),
+    Column("data_filters", JSONType),
+    Column("scope", JSONType),
+    Column("timeout_seconds", Integer, nullable=False),
+    Column("api_key", Text),
+    Column("task_id", Name),
+    Column("task_version", Name),
+    Column("source", String(16), nullable=False),
+    Column("thread_id", ID),
+    Column("schedule_id", ID),
+    Column("app_id", Name),
+    Column("user_id", Name),
+    Column("created_by", Name),
+    Column("metadata", JSONType, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("first_failure_at", UTCDateTime),
+    Index("ix_webhooks_created", "created_at", "id"),
+    Index("ix_webhooks_owner_created", "app_id", "user_id", "created_at", "id"),
+    Index("ix_webhooks_thread", "thread_id"),
+    Index("ix_webhooks_schedule", "schedule_id"),
+)
+
+# One row per delivery attempt. A pending row is the durable outbox entry of the next
+# attempt: claimed with a lease, due at next_attempt_at. (webhook, event, attempt) is
+# unique, so a fan-out or a retry can never queue the same attempt twice.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("webhook_id", ID, nullable=False),
+    Column("event_id", ID, nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("event_payload", JSONType, nullable=False),
+    Column("thread_id", ID),
+    Column("run_id", ID),
+    Column("attempt", Integer, nullable=False),
+    Column("timestamp", UTCDateTime, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("status_code", Integer),
+    Column("response_time_ms", Integer),
+    Column("error", Text),
+    Column("response_body", Text),
+    Column("delivery_url", Text, nullable=False),
+    Column("manual", Boolean, nullable=False, default=False),
+    Column("next_attempt_at", UTCDateTime),
+    Column("lease_owner", String(64)),
+    Column("lease_expires_at", UTCDateTime),
+    UniqueConstraint("webhook_id", "event_id", "attempt", name="uq_webhook_deliveries_attempt"),
+    Index("ix_webhook_deliveries_webhook_ts", "webhook_id", "timestamp", "id"),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+)
+
+# -- schedules --
+# A schedule and its runs (API.md §6). next_run_at is the watermark of the next nominal
+# fire not yet processed; (schedule_id, scheduled_for_utc) is unique, so however many
+# replicas see a fire, exactly one run is recorded for it.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("cron", String(255), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("task_id", Name, nullable=False),
+    Column("task_version", Name, nullable=False),
+    Column("inputs_template", JSONType, nullable=False),
+    Column("params", JSONType, nullable=False),
+    Column("metadata", JSONType, nullable=False),
+    Column("webhooks", JSONType),
+    Column("concurrency_policy", String(16), nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("misfire_policy", String(16), nullable=False),
+    Column("next_run_at", UTCDateTime),
+    Column("last_run_at", UTCDateTime),
+    Column("app_id", Name),
+    Column("user_id", Name),
+    Column("created_by_admin", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_schedules_created", "created_at", "id"),
+    Index("ix_schedules_owner_created", "app_id", "user_id", "created_at", "id"),
+    Index("ix_schedules_state_next", "state", "next_run_at"),
+)
+
+schedule_runs = Table(
+    "schedule_runs",
+    metadata,
+    Column("run_id", String(255), primary_key=True),
+    Column("schedule_id", ID, nullable=False),
+    Column("scheduled_for_utc", UTCDateTime, nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("threads", JSONType, nullable=False),
+    # The thread of the current attempt, and when the next attempt is due (back-off).
+    Column("current_thread_id", ID),
+    Column("next_retry_at", UTCDateTime),
+    Column("labels", JSONType, nullable=False),
+    Column("app_id", Name),
+    Column("user_id", Name),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    UniqueConstraint("schedule_id", "scheduled_for_utc", name="uq_schedule_runs_fire"),
+    Index("ix_schedule_runs_schedule_time", "schedule_id", "scheduled_for_utc", "run_id"),
+    Index("ix_schedule_runs_state", "state"),
+)
+
+# -- web UI sessions --
+# A signed-in browser (ui/sessions.py). The id is the SHA-256 of the cookie token and the
+# key is kept only as its SHA-256, so a database read reveals neither.
+ui_sessions = Table(
+    "ui_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("key_hash", String(64), nullable=False),
+    Column("key_id", ID),
+    Column("key_name", String(100)),
+    Column("is_admin", Boolean, nullable=False),
+    Column("app_id", Name),
+    Column("user_id", Name),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+    Index("ix_ui_sessions_expires", "expires_at"),
 )

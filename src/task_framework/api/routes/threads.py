@@ -14,7 +14,6 @@ from task_framework.models._time import as_utc
 from task_framework.models.artifact import Artifact
 from task_framework.models.threads import (
     ArtifactListModel,
-    LogListModel,
     ThreadCreateRequest,
     ThreadListModel,
     ThreadModel,
@@ -123,27 +122,6 @@ async def thread_artifacts(
         include_archived=include_archived,
     )
     return JSONResponse(await svc.threads.thread_artifacts(principal, thread_id, filters, paging))
-
-
-@router.get(
-    "/threads/{thread_id}/logs",
-    tags=["threads"],
-    response_model=LogListModel,
-    summary="A thread's logs",
-)
-async def thread_logs(
-    thread_id: str,
-    principal: Caller,
-    svc: ServicesDep,
-    stream: Literal["stdout", "stderr", "log"] | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
-    cursor: str | None = None,
-    offset: Annotated[int | None, Query(ge=0)] = None,
-) -> Response:
-    from task_framework.store.paging import PageRequest
-
-    page = PageRequest(limit=limit, cursor=cursor or None, offset=offset)
-    return JSONResponse(await svc.threads.logs(principal, thread_id, stream, page))
 
 
 @router.get(
