@@ -20,7 +20,8 @@ def format_ts(value: datetime | None) -> str | None:
     """RFC 3339 with microsecond precision and a single ``Z``."""
     if value is None:
         return None
-    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is several times faster than strftime; timespec fixes the microseconds.
+    return as_utc(value).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def format_ts_ms(value: datetime) -> str:

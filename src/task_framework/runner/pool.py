@@ -53,6 +53,10 @@ class _Waiting:
         return self.stop_requested
 
 
+PRESTART_AHEAD_RUNS = 20
+"""A successor worker is started this many runs before a worker is used up."""
+
+
 class ProcessRunner:
     """Runs each thread in a worker process of its task version's environment."""
 
@@ -230,15 +234,37 @@ class ProcessRunner:
         return worker
 
     async def _release(self, worker: WorkerProcess) -> None:
-        if (
-            worker.reusable
-            and worker.alive
-            and worker.runs < self.max_runs_per_worker
-            and not self._closed
-        ):
+        healthy = worker.reusable and worker.alive and not self._closed
+        # A worker that is about to be used up gets its successor started while it still
+        # serves, so that no thread waits for a cold start on its account.
+        ahead = min(PRESTART_AHEAD_RUNS, self.max_runs_per_worker - 1)
+        if healthy and worker.runs == self.max_runs_per_worker - ahead:
+            task = asyncio.get_running_loop().create_task(self._prestart(worker.spec))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        if healthy and worker.runs < self.max_runs_per_worker:
             self._idle.setdefault(worker.spec.pool_key, []).append(worker)
-        else:
+            return
+        await self._retire(worker)
+
+    async def _prestart(self, spec: TaskSpec) -> None:
+        if len(self._workers) >= self.max_workers:
+            return
+        # Into the idle list below the worker it replaces (idle workers are reused newest
+        # first), so the old one serves out its runs first.
+        worker = WorkerProcess(spec, log_flush_seconds=self.log_flush_seconds)
+        self._workers.add(worker)
+        try:
+            await worker.start(self._sdk())
+        except WorkerStartError:
+            self._workers.discard(worker)
+            return
+        self._adopt(worker)
+        self._on_worker_start()
+        if self._closed:
             await self._retire(worker)
+        else:
+            self._idle.setdefault(spec.pool_key, []).insert(0, worker)
 
     async def _retire(self, worker: WorkerProcess) -> None:
         self._forget_idle(worker)

@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import Connection, bindparam, event, insert, or_, select, text, update
+from sqlalchemy import Connection, bindparam, event, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from task_framework.ids import new_id
@@ -55,6 +55,8 @@ PREFETCH_FACTOR = 4
 COALESCE_SECONDS = 0.002  # lets completions accumulate into one claim / one write
 FAN_OUT_BATCH = 500  # events per fan-out transaction
 FAN_OUT_COALESCE_SECONDS = 0.01
+HOOKS_CHECK_SECONDS = 1.0  # how long "no enabled webhook" is trusted before asking again
+IDLE_ADVANCE_SECONDS = 5.0
 POLL_SECONDS = 0.25  # catches events and due retries written by other replicas
 LEASE_MARGIN_SECONDS = 15.0  # lease = the webhook's timeout x PREFETCH_FACTOR + this
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -121,6 +123,32 @@ def _clip(value: str | None) -> str | None:
     return raw[:MAX_STORED_TEXT_BYTES].decode(errors="ignore")
 
 
+def _enabled_webhook_exists(conn: Connection) -> bool:
+    return (
+        conn.execute(select(webhooks.c.id).where(webhooks.c.enabled.is_(True)).limit(1)).first()
+        is not None
+    )
+
+
+def _advance_cursor_idle(conn: Connection, upto: int | None) -> int | None:
+    """Move the fan-out cursor to ``upto`` if still no webhook is enabled; return the
+    newest event now (the next step's ``upto``), or None when webhooks appeared."""
+    query = select(settings_kv.c.value).where(settings_kv.c.key == FAN_OUT_CURSOR_KEY)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    cursor = int(conn.execute(query).scalar_one()["seq"])
+    if _enabled_webhook_exists(conn):
+        return None
+    if upto is not None and upto > cursor:
+        conn.execute(
+            update(settings_kv)
+            .where(settings_kv.c.key == FAN_OUT_CURSOR_KEY)
+            .values(value={"seq": upto}, updated_at=utcnow())
+        )
+    newest: int | None = conn.execute(select(func.max(events.c.seq))).scalar()
+    return newest
+
+
 class Dispatcher:
     """Fans events out to webhooks and sends the attempts, on this replica."""
 
@@ -155,6 +183,10 @@ class Dispatcher:
         self._slots = asyncio.Semaphore(max_concurrency)
         self._outcomes: list[_Outcome] = []
         self._gap: _Gap | None = None
+        self._hooks_exist = True
+        self._hooks_checked_at = float("-inf")
+        self._idle_advanced_at = float("-inf")
+        self._idle_mark: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
         self._http: httpx.AsyncClient | None = None
@@ -211,7 +243,11 @@ class Dispatcher:
         while True:
             self._fan_wake.clear()
             try:
-                queued, more = await self._db.tx(self._fan_out)
+                if not await self._any_enabled_webhook():
+                    await self._advance_idle()
+                    queued, more = 0, False
+                else:
+                    queued, more = await self._db.tx(self._fan_out)
             except Exception:
                 log.exception("webhooks.fan_out_failed")
                 queued, more = 0, False
@@ -225,6 +261,25 @@ class Dispatcher:
                 # Let the events of concurrent requests gather: one batch instead of one
                 # transaction per event-writing commit under load.
                 await asyncio.sleep(FAN_OUT_COALESCE_SECONDS)
+
+    # With no enabled webhook there is nobody to deliver to: the per-event transaction is
+    # skipped, and the cursor moves in one cheap step every IDLE_ADVANCE_SECONDS, only up
+    # to the newest event of the previous step (so a webhook created meanwhile still gets
+    # every event written after it; the check is repeated inside that transaction).
+
+    async def _any_enabled_webhook(self) -> bool:
+        now = time.monotonic()
+        if now - self._hooks_checked_at >= HOOKS_CHECK_SECONDS:
+            self._hooks_exist = await self._db.tx(_enabled_webhook_exists)
+            self._hooks_checked_at = now
+        return self._hooks_exist
+
+    async def _advance_idle(self) -> None:
+        now = time.monotonic()
+        if now - self._idle_advanced_at < IDLE_ADVANCE_SECONDS:
+            return
+        self._idle_advanced_at = now
+        self._idle_mark = await self._db.tx(_advance_cursor_idle, self._idle_mark)
 
     def _fan_out(self, conn: Connection) -> tuple[int, bool]:
         """One batch; returns (attempts queued, whether more events may be waiting)."""
@@ -242,8 +297,12 @@ class Dispatcher:
         if postgres:
             query = query.with_for_update()
         cursor = int(conn.execute(query).scalar_one()["seq"])
+        # Sequence numbers first: the snapshots are read only when a webhook may want them.
         rows = conn.execute(
-            select(events).where(events.c.seq > cursor).order_by(events.c.seq).limit(FAN_OUT_BATCH)
+            select(events.c.seq, events.c.thread_id)
+            .where(events.c.seq > cursor)
+            .order_by(events.c.seq)
+            .limit(FAN_OUT_BATCH)
         ).all()
         accepted = []
         expected = cursor + 1
@@ -267,6 +326,14 @@ class Dispatcher:
             )
         ).all()
         now = utcnow()
+        if hooks:
+            accepted = list(
+                conn.execute(
+                    select(events)
+                    .where(events.c.seq.in_([r.seq for r in accepted]))
+                    .order_by(events.c.seq)
+                )
+            )
         attempts = [
             {
                 "id": new_id("delivery"),

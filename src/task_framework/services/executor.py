@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, func, select, text, update
+from sqlalchemy import Connection, bindparam, func, select, text, update
 
 from task_framework.errors import ServiceUnavailable, TaskFrameworkError
 from task_framework.ids import new_id
@@ -56,6 +56,25 @@ class ConfigSource(Protocol):
     async def resolve(self, task_id: str, version: str) -> tuple[dict[str, str], dict[str, str]]:
         """(plain values, secret values) stored for one task version."""
         ...
+
+
+# Hot-path statements, built once: only their parameters change per thread.
+_QUEUED_AHEAD = select(threads.c.id).where(threads.c.state == "queued").limit(1)
+_SETTLE = (
+    update(threads)
+    .where(
+        threads.c.id == bindparam("b_id"),
+        threads.c.lease_token == bindparam("b_token"),
+        threads.c.state == "running",
+    )
+    .values(
+        state=bindparam("b_state"),
+        error=bindparam("b_error", type_=threads.c.error.type),
+        finished_at=bindparam("b_finished", type_=threads.c.finished_at.type),
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+)
 
 
 @dataclass(slots=True)
@@ -302,14 +321,10 @@ class Executor:
     def release(self) -> None:
         self._reserved -= 1
 
-    def claim_new(self, conn: Connection, thread_id: str, limit: int) -> dict[str, Any] | None:
-        """In the creating transaction: claim ``thread_id`` for this replica, or None."""
-        ahead = conn.execute(
-            select(threads.c.id)
-            .where(threads.c.state == "queued", threads.c.id != thread_id)
-            .limit(1)
-        ).first()
-        if ahead is not None:
+    def claim_new(self, conn: Connection, limit: int) -> dict[str, Any] | None:
+        """In the creating transaction, before the thread's row is written: the values that
+        claim it for this replica, or None when it must queue."""
+        if conn.execute(_QUEUED_AHEAD).first() is not None:
             return None
         if limit > 0:
             if conn.dialect.name == "postgresql":
@@ -327,7 +342,6 @@ class Executor:
             "lease_expires_at": now + self._lease,
             "lease_token": 1,
         }
-        conn.execute(update(threads).where(threads.c.id == thread_id).values(**values))
         return values
 
     def start_claimed(
@@ -482,9 +496,7 @@ class Executor:
                 "failed", ErrorInfo("TASK_UNAVAILABLE", missing, "TaskUnavailable")
             ), None
         try:
-            if task.env is None or (
-                task.dev and self._builder.key_for(task.deps_dir) != task.env.key
-            ):
+            if task.env is None or (task.dev and task.dependencies_changed()):
                 # Dev tasks: edited dependency files get a fresh environment.
                 task.env = await self._builder.ensure(task.deps_dir)
             spec = task.spec()
@@ -549,19 +561,14 @@ class Executor:
         now = utcnow()
         thread_id, token = claimed.thread["id"], claimed.token
         result = conn.execute(
-            update(threads)
-            .where(
-                threads.c.id == thread_id,
-                threads.c.lease_token == token,
-                threads.c.state == "running",
-            )
-            .values(
-                state=outcome.status,
-                error=_error_dict(outcome.error),
-                finished_at=now,
-                lease_owner=None,
-                lease_expires_at=None,
-            )
+            _SETTLE,
+            {
+                "b_id": thread_id,
+                "b_token": token,
+                "b_state": outcome.status,
+                "b_error": _error_dict(outcome.error),
+                "b_finished": now,
+            },
         )
         if not result.rowcount:
             return None

@@ -26,6 +26,7 @@ from task_framework.errors import (
 )
 from task_framework.models._time import utcnow
 from task_framework.runner.base import TaskEnv, TaskSpec
+from task_framework.runner.envs import DEPENDENCY_FILES
 
 SAFE_IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ENTRY_POINT = re.compile(
@@ -57,6 +58,8 @@ class TaskDefinition:
     zip_hash: str | None = None
     env: TaskEnv | None = None
     _token: tuple[float, str] = (0.0, "")
+    _deps_seen: tuple[tuple[str, int, int], ...] | None = None
+    _deps_checked: float = 0.0
 
     @property
     def full_id(self) -> str:
@@ -83,6 +86,25 @@ class TaskDefinition:
         token = f"{newest}:{count}"
         self._token = (now, token)
         return token
+
+    def dependencies_changed(self) -> bool:
+        """Dev tasks: whether a dependency file changed since the last call (by stat,
+        looked at no more often than the code token)."""
+        now = time.monotonic()
+        if now - self._deps_checked < DEV_CODE_TOKEN_TTL_SECONDS:
+            return False
+        self._deps_checked = now
+        seen = []
+        for name in DEPENDENCY_FILES:
+            try:
+                stat = os.stat(self.deps_dir / name)
+            except OSError:
+                continue
+            seen.append((name, stat.st_mtime_ns, stat.st_size))
+        current = tuple(seen)
+        changed = self._deps_seen is not None and current != self._deps_seen
+        self._deps_seen = current
+        return changed
 
     def spec(self) -> TaskSpec:
         if self.env is None:

@@ -292,7 +292,7 @@ class _NewThread:
     attempt: int | None = None
     copy_inputs: bool = False
     created_by_admin: bool = False
-    claim: Callable[[Connection, str], dict[str, Any] | None] | None = None
+    claim: Callable[[Connection], dict[str, Any] | None] | None = None
     """Claims the new thread for this replica inside the transaction (see Executor)."""
     claimed_token: int | None = None
 
@@ -341,7 +341,10 @@ def insert_thread(conn: Connection, plan: _NewThread) -> tuple[dict[str, Any], b
         "lease_token": 0,
         "stop_requested": False,
     }
-    conn.execute(insert(threads).values(**row))
+    claimed = plan.claim(conn) if plan.claim is not None else None
+    if claimed is not None:
+        row.update(claimed)
+    conn.execute(insert(threads), row)  # parameters apart: one cached statement
     if resolved.new_rows:
         conn.execute(insert(artifacts), resolved.new_rows)
     conn.execute(
@@ -352,7 +355,10 @@ def insert_thread(conn: Connection, plan: _NewThread) -> tuple[dict[str, Any], b
         ],
     )
     thread = thread_dict(
-        {**row, "started_at": None, "finished_at": None}, resolved.as_dicts, [], show_stack=False
+        {**row, "state": "queued", "started_at": None, "finished_at": None},
+        resolved.as_dicts,
+        [],
+        show_stack=False,
     )
     new_ids = {r["id"] for r in resolved.new_rows}
     rows = [thread_event("thread.created", thread, at=now)]
@@ -365,7 +371,6 @@ def insert_thread(conn: Connection, plan: _NewThread) -> tuple[dict[str, Any], b
     insert_source_webhooks(
         conn, plan.webhooks or [], source="thread", owner=plan.owner, now=now, thread_id=thread_id
     )
-    claimed = plan.claim(conn, thread_id) if plan.claim is not None else None
     if claimed is not None:
         thread["state"] = "running"
         thread["started_at"] = format_ts(claimed["started_at"])
@@ -432,7 +437,7 @@ class ThreadService:
         # Sync requests may run their thread at once here; async ones answer "queued".
         limit = await self._executor.reserve() if body.mode == "sync" else None
         if limit is not None:
-            plan.claim = lambda conn, thread_id: self._executor.claim_new(conn, thread_id, limit)
+            plan.claim = lambda conn: self._executor.claim_new(conn, limit)
         try:
             thread, created = await self._tx_insert(plan)
         finally:

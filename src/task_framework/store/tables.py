@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -62,6 +63,12 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 ID = String(160)
 Name = String(255)
 
+
+def _when(condition: str) -> dict[str, Any]:
+    """A partial index: rows outside ``condition`` cost no index write at all."""
+    return {"sqlite_where": text(condition), "postgresql_where": text(condition)}
+
+
 threads = Table(
     "threads",
     metadata,
@@ -82,7 +89,7 @@ threads = Table(
     Column("timeout_seconds", Integer),
     Column("created_by_admin", Boolean, nullable=False, default=False),
     Column("adhoc_webhooks", JSONType),
-    Column("idempotency_scope", Text, unique=True),
+    Column("idempotency_scope", Text),
     Column("created_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime),
     Column("finished_at", UTCDateTime),
@@ -95,9 +102,15 @@ threads = Table(
     Index("ix_threads_owner_created", "app_id", "user_id", "created_at", "id"),
     Index("ix_threads_state_created", "state", "created_at", "id"),
     Index("ix_threads_task_created", "task_id", "created_at", "id"),
-    Index("ix_threads_schedule", "schedule_id"),
-    Index("ix_threads_run", "run_id"),
-    Index("ix_threads_lease", "state", "lease_expires_at"),
+    Index("ix_threads_schedule", "schedule_id", **_when("schedule_id IS NOT NULL")),
+    Index("ix_threads_run", "run_id", **_when("run_id IS NOT NULL")),
+    Index("ix_threads_lease", "lease_expires_at", **_when("state = 'running'")),
+    Index(
+        "uq_threads_idempotency_scope",
+        "idempotency_scope",
+        unique=True,
+        **_when("idempotency_scope IS NOT NULL"),
+    ),
 )
 
 artifacts = Table(
@@ -128,8 +141,8 @@ artifacts = Table(
     Index("ix_artifacts_thread_seq", "thread_id", "seq"),
     Index("ix_artifacts_created", "created_at", "id"),
     Index("ix_artifacts_owner_created", "app_id", "user_id", "created_at", "id"),
-    Index("ix_artifacts_file_ref", "file_ref"),
-    UniqueConstraint("thread_id", "ref", name="uq_artifacts_thread_ref"),
+    Index("ix_artifacts_file_ref", "file_ref", **_when("file_ref IS NOT NULL")),
+    Index("uq_artifacts_thread_ref", "thread_id", "ref", unique=True, **_when("ref IS NOT NULL")),
 )
 
 # A thread's inputs in request order: its own new inputs and references to artifacts of

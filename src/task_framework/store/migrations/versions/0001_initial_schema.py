@@ -6,6 +6,8 @@ Revises:
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
@@ -16,6 +18,11 @@ revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
+
+
+def _when(condition: str) -> dict[str, Any]:
+    """A partial index (see store/tables.py)."""
+    return {"sqlite_where": sa.text(condition), "postgresql_where": sa.text(condition)}
 
 
 def upgrade() -> None:
@@ -85,11 +92,18 @@ def upgrade() -> None:
             "archived_at", task_framework.store.tables.UTCDateTime(timezone=True), nullable=True
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_artifacts")),
-        sa.UniqueConstraint("thread_id", "ref", name="uq_artifacts_thread_ref"),
     )
     with op.batch_alter_table("artifacts", schema=None) as batch_op:
         batch_op.create_index("ix_artifacts_created", ["created_at", "id"], unique=False)
-        batch_op.create_index("ix_artifacts_file_ref", ["file_ref"], unique=False)
+        batch_op.create_index(
+            "ix_artifacts_file_ref", ["file_ref"], unique=False, **_when("file_ref IS NOT NULL")
+        )
+        batch_op.create_index(
+            "uq_artifacts_thread_ref",
+            ["thread_id", "ref"],
+            unique=True,
+            **_when("ref IS NOT NULL"),
+        )
         batch_op.create_index(
             "ix_artifacts_owner_created", ["app_id", "user_id", "created_at", "id"], unique=False
         )
@@ -236,16 +250,30 @@ def upgrade() -> None:
         sa.Column("lease_token", sa.BigInteger(), nullable=False),
         sa.Column("stop_requested", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_threads")),
-        sa.UniqueConstraint("idempotency_scope", name=op.f("uq_threads_idempotency_scope")),
     )
     with op.batch_alter_table("threads", schema=None) as batch_op:
         batch_op.create_index("ix_threads_created", ["created_at", "id"], unique=False)
-        batch_op.create_index("ix_threads_lease", ["state", "lease_expires_at"], unique=False)
+        batch_op.create_index(
+            "ix_threads_lease", ["lease_expires_at"], unique=False, **_when("state = 'running'")
+        )
+        batch_op.create_index(
+            "uq_threads_idempotency_scope",
+            ["idempotency_scope"],
+            unique=True,
+            **_when("idempotency_scope IS NOT NULL"),
+        )
         batch_op.create_index(
             "ix_threads_owner_created", ["app_id", "user_id", "created_at", "id"], unique=False
         )
-        batch_op.create_index("ix_threads_run", ["run_id"], unique=False)
-        batch_op.create_index("ix_threads_schedule", ["schedule_id"], unique=False)
+        batch_op.create_index(
+            "ix_threads_run", ["run_id"], unique=False, **_when("run_id IS NOT NULL")
+        )
+        batch_op.create_index(
+            "ix_threads_schedule",
+            ["schedule_id"],
+            unique=False,
+            **_when("schedule_id IS NOT NULL"),
+        )
         batch_op.create_index(
             "ix_threads_state_created", ["state", "created_at", "id"], unique=False
         )
@@ -265,6 +293,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_threads_run")
         batch_op.drop_index("ix_threads_owner_created")
         batch_op.drop_index("ix_threads_lease")
+        batch_op.drop_index("uq_threads_idempotency_scope")
         batch_op.drop_index("ix_threads_created")
 
     op.drop_table("threads")
@@ -287,6 +316,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_artifacts_thread_seq")
         batch_op.drop_index("ix_artifacts_owner_created")
         batch_op.drop_index("ix_artifacts_file_ref")
+        batch_op.drop_index("uq_artifacts_thread_ref")
         batch_op.drop_index("ix_artifacts_created")
 
     op.drop_table("artifacts")
