@@ -233,6 +233,9 @@ class Dispatcher:
         self._send_wake.set()
 
     def _on_commit(self, conn: Any) -> None:
+        if conn.info.pop("tf_webhooks_written", False):
+            # A webhook was created or changed here: stop trusting "none enabled" at once.
+            self._hooks_checked_at = float("-inf")
         if conn.info.pop("tf_events_written", False) and self._loop is not None:
             with contextlib.suppress(RuntimeError):  # loop closed during shutdown
                 self._loop.call_soon_threadsafe(self._fan_wake.set)
@@ -707,6 +710,8 @@ def _note_event_insert(
 ) -> None:
     if statement.startswith("INSERT INTO events "):
         conn.info["tf_events_written"] = True
+    elif statement.startswith(("INSERT INTO webhooks ", "UPDATE webhooks ")):
+        conn.info["tf_webhooks_written"] = True
 
 
 def _init_cursor(conn: Connection) -> None:
