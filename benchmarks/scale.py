@@ -169,7 +169,11 @@ def render(results: dict[tuple[int, int], dict[str, float]], count: int) -> str:
         f"{count} async threads of a trivial task per configuration; every process on this "
         "machine (2 cores: clients, replicas, workers, task processes and PostgreSQL share "
         "them, so absolute figures are bound by the machine; the per-thread costs predict "
-        "larger ones). Workers run 2 task processes each.",
+        "larger ones). Workers run 2 task processes each. The N threads are submitted as fast "
+        "as the clients can, faster than the workers drain them, so claim-to-start latency is "
+        "mostly time spent queued behind earlier threads; on an idle queue a NOTIFY wakes a "
+        "worker at once. Transactions and CPU are totals over every process (background loops "
+        "included) divided by N.",
         "",
         "| API replicas | workers | threads/s | claim-to-start p50 | p99 | DB transactions "
         "per thread | CPU per thread |",
