@@ -37,6 +37,7 @@ FILE_UPLOAD_BUCKETS_SECONDS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 FILE_DOWNLOAD_BUCKETS_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 WEBHOOK_DELIVERY_BUCKETS_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 METADATA_RESPONSE_BUCKETS_SECONDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+SCHEDULE_FIRE_LAG_BUCKETS_SECONDS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 60.0)
 ENV_BUILD_BUCKETS_SECONDS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0)
 
 _PREFIX = "task_framework_"
@@ -155,6 +156,11 @@ class Metrics:
             "schedule_runs", "Schedule runs, per schedule and state.", ["schedule_id", "state"]
         )
         self.schedules_active = gauge("schedules_active", "Active schedules, cluster-wide.")
+        self.schedule_fire_lag = histogram(
+            "schedule_fire_lag_seconds",
+            "From a run's nominal fire time to its first thread being created.",
+            SCHEDULE_FIRE_LAG_BUCKETS_SECONDS,
+        )
 
         # Webhooks
         self.webhook_deliveries = counter(
@@ -300,6 +306,9 @@ class Metrics:
         self.file_download_duration.observe(duration_s)
 
     # -- schedules and webhooks ------------------------------------------------------------
+
+    def record_schedule_fire_lag(self, seconds: float) -> None:
+        self.schedule_fire_lag.observe(max(seconds, 0.0))
 
     def record_schedule_run(self, schedule_id: str, state: str) -> None:
         self.schedule_runs.labels(schedule_id=schedule_id, state=state).inc()

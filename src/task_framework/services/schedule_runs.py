@@ -61,6 +61,8 @@ class Effects:
     transitions: list[tuple[str, str]] = field(default_factory=list)
     stopped_threads: list[tuple[dict[str, Any], bool]] = field(default_factory=list)
     threads_created: int = 0
+    fire_lags: list[float] = field(default_factory=list)
+    """Seconds from a run's nominal time to its first thread (one per started run)."""
 
 
 def run_id_for(schedule_id: str, scheduled_for: datetime) -> str:
@@ -336,6 +338,8 @@ class RunEngine:
         updated = {**run, **values}
         insert_events(conn, [run_event(RUN_EVENT[state], run_dict(updated), sched, now)])
         effects.transitions.append((sched.id, state))
+        if state == "running" and run["state"] == "pending":
+            effects.fire_lags.append((now - run["scheduled_for_utc"]).total_seconds())
         return updated
 
     def _start_attempt(

@@ -122,6 +122,8 @@ class ScheduleService:
         """Carry out what a committed transaction asked for."""
         for schedule_id, state in effects.transitions:
             self._metrics.record_schedule_run(schedule_id, state)
+        for lag in effects.fire_lags:
+            self._metrics.record_schedule_fire_lag(lag)
         for thread, was_running in effects.stopped_threads:
             self._executor.thread_settled(thread["id"], thread)
             if was_running:
