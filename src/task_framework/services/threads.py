@@ -457,10 +457,14 @@ class ThreadService:
             self._executor.wake()
         if body.mode == "async":
             return thread, 202
-        final = await self._executor.wait_for(thread["id"])
+        return await self._wait_final(principal, thread["id"]), 201
+
+    async def _wait_final(self, principal: Principal, thread_id: str) -> dict[str, Any]:
+        """A sync request's answer: the terminal thread, stack trace for admins only."""
+        final = await self._executor.wait_for(thread_id)
         if not principal.is_admin and final.get("error"):
             final["error"] = {**final["error"], "stack_trace": None}
-        return final, 201
+        return final
 
     def _count_new_inputs(self, thread: dict[str, Any]) -> None:
         for artifact in thread["inputs"]:
@@ -622,18 +626,12 @@ class ThreadService:
             copy_inputs=True,
             created_by_admin=bool(source.created_by_admin),
         )
-        # Copies of the original's inputs are owned by the original's owner.
-        owner_principal = Principal(True) if principal.is_admin else principal
-        plan.principal = owner_principal
         thread, _ = await self._db.tx(insert_thread, plan)
         self._count_new_inputs(thread)
         self._executor.wake()
         if body.mode == "async":
             return thread, 202
-        final = await self._executor.wait_for(thread["id"])
-        if not principal.is_admin and final.get("error"):
-            final["error"] = {**final["error"], "stack_trace": None}
-        return final, 201
+        return await self._wait_final(principal, thread["id"]), 201
 
     async def delete(self, principal: Principal, thread_id: str) -> list[str]:
         """Delete a terminal thread; returns file refs no longer referenced (to delete)."""
