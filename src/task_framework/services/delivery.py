@@ -39,10 +39,16 @@ from sqlalchemy.exc import IntegrityError
 from task_framework.ids import new_id
 from task_framework.models._time import utcnow
 from task_framework.observability.metrics import Metrics
+from task_framework.services.events import EVENTS_WRITTEN
 from task_framework.services.urlguard import BlockedAddress, Target, UrlGuard
 from task_framework.services.webhook_payloads import dumps, render_payload, select_receivers
 from task_framework.services.webhook_signing import signature_headers
-from task_framework.services.webhooks import FAN_OUT_CURSOR_KEY, cancel_pending
+from task_framework.services.webhooks import (
+    FAN_OUT_CURSOR_KEY,
+    WEBHOOKS_WRITTEN,
+    cancel_pending,
+    webhooks_changed,
+)
 from task_framework.store.database import Database
 from task_framework.store.tables import events, settings_kv, webhook_deliveries, webhooks
 
@@ -197,7 +203,6 @@ class Dispatcher:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self._db.tx(_init_cursor)
-        event.listen(self._db.engine, "after_cursor_execute", _note_event_insert)
         event.listen(self._db.engine, "commit", self._on_commit)
         self._http = self._new_client()
         self._tasks = [
@@ -209,7 +214,6 @@ class Dispatcher:
     async def close(self) -> None:
         self._closing = True
         with contextlib.suppress(Exception):
-            event.remove(self._db.engine, "after_cursor_execute", _note_event_insert)
             event.remove(self._db.engine, "commit", self._on_commit)
         for task in self._tasks[:2]:
             task.cancel()
@@ -233,10 +237,10 @@ class Dispatcher:
         self._send_wake.set()
 
     def _on_commit(self, conn: Any) -> None:
-        if conn.info.pop("tf_webhooks_written", False):
+        if conn.info.pop(WEBHOOKS_WRITTEN, False):
             # A webhook was created or changed here: stop trusting "none enabled" at once.
             self._hooks_checked_at = float("-inf")
-        if conn.info.pop("tf_events_written", False) and self._loop is not None:
+        if conn.info.pop(EVENTS_WRITTEN, False) and self._loop is not None:
             with contextlib.suppress(RuntimeError):  # loop closed during shutdown
                 self._loop.call_soon_threadsafe(self._fan_wake.set)
 
@@ -666,12 +670,14 @@ class Dispatcher:
         hooks = update(webhooks).where(webhooks.c.id == hook.id)
         if outcome.status_code == 410:
             conn.execute(hooks.values(enabled=False, disabled_reason="gone", updated_at=now))
+            webhooks_changed(conn)
             cancel_pending(conn, hook.id)
             log.warning("webhooks.disabled", extra={"webhook_id": hook.id, "reason": "gone"})
             return 0
         first = hook.first_failure_at or outcome.started
         if now - first >= self._disable_after:
             conn.execute(hooks.values(enabled=False, disabled_reason="failing", updated_at=now))
+            webhooks_changed(conn)
             cancel_pending(conn, hook.id)
             log.warning("webhooks.disabled", extra={"webhook_id": hook.id, "reason": "failing"})
             return 0
@@ -703,15 +709,6 @@ class Dispatcher:
         except IntegrityError:
             return 0  # that attempt (a redelivery's number) already exists
         return 1
-
-
-def _note_event_insert(
-    conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool
-) -> None:
-    if statement.startswith("INSERT INTO events "):
-        conn.info["tf_events_written"] = True
-    elif statement.startswith(("INSERT INTO webhooks ", "UPDATE webhooks ")):
-        conn.info["tf_webhooks_written"] = True
 
 
 def _init_cursor(conn: Connection) -> None:

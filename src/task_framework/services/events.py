@@ -11,12 +11,23 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection
 
 from task_framework.ids import new_id
 from task_framework.models._time import format_ts, utcnow
 from task_framework.store import notify
+from task_framework.store.prepared import Prepared
 from task_framework.store.tables import events
+
+EVENTS_WRITTEN = "tf_events_written"
+"""Set in ``conn.info`` by a transaction that wrote events; read at commit (delivery)."""
+_INSERT = Prepared.insert(
+    events,
+    (
+        *("id", "event_type", "thread_id", "schedule_id", "run_id", "app_id", "user_id"),
+        *("data", "created_at"),
+    ),
+)
 
 THREAD_TERMINAL_EVENTS = {
     "succeeded": "thread.succeeded",
@@ -100,6 +111,8 @@ def thread_event(
 
 
 def insert_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Write event rows (from :func:`thread_event` or with the same keys)."""
     if rows:
-        conn.execute(insert(events), rows)
+        _INSERT.executemany(conn, rows)
+        conn.info[EVENTS_WRITTEN] = True
         notify.notify(conn, notify.EVENTS)

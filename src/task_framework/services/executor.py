@@ -39,6 +39,7 @@ from task_framework.services.tasks import TaskDefinition, TaskRegistry
 from task_framework.services.threads import load_thread, load_threads
 from task_framework.store import notify
 from task_framework.store.database import Database
+from task_framework.store.prepared import Prepared
 from task_framework.store.tables import threads
 
 log = logging.getLogger("task_framework.executor")
@@ -59,8 +60,8 @@ class ConfigSource(Protocol):
 
 
 # Hot-path statements, built once: only their parameters change per thread.
-_QUEUED_AHEAD = select(threads.c.id).where(threads.c.state == "queued").limit(1)
-_SETTLE = (
+_QUEUED_AHEAD = Prepared(select(threads.c.id).where(threads.c.state == "queued").limit(1))
+_SETTLE = Prepared(
     update(threads)
     .where(
         threads.c.id == bindparam("b_id"),
@@ -324,7 +325,7 @@ class Executor:
     def claim_new(self, conn: Connection, limit: int) -> dict[str, Any] | None:
         """In the creating transaction, before the thread's row is written: the values that
         claim it for this replica, or None when it must queue."""
-        if conn.execute(_QUEUED_AHEAD).first() is not None:
+        if _QUEUED_AHEAD.first(conn) is not None:
             return None
         if limit > 0:
             if conn.dialect.name == "postgresql":
@@ -560,8 +561,8 @@ class Executor:
         """
         now = utcnow()
         thread_id, token = claimed.thread["id"], claimed.token
-        result = conn.execute(
-            _SETTLE,
+        settled = _SETTLE.execute(
+            conn,
             {
                 "b_id": thread_id,
                 "b_token": token,
@@ -570,7 +571,7 @@ class Executor:
                 "b_finished": now,
             },
         )
-        if not result.rowcount:
+        if not settled:
             return None
         notify.notify(conn, notify.SETTLED, thread_id)
         thread = dict(claimed.thread)

@@ -18,7 +18,7 @@ from task_framework.models._time import format_ts, utcnow
 from task_framework.models.artifact import Artifact
 from task_framework.runner.base import LogRecord
 from task_framework.services.events import insert_events, thread_event
-from task_framework.services.records import artifact_dict
+from task_framework.services.records import INSERT_ARTIFACTS, artifact_dict
 from task_framework.services.tasks import TaskDefinition
 from task_framework.store.database import Database
 from task_framework.store.tables import artifacts, files, thread_inputs, thread_logs, threads
@@ -200,7 +200,7 @@ class ThreadHost:
                 raise ArtifactValidationError(
                     _PREFIX + f"artifact id '{sorted(existing_ids)[0]}' is already taken"
                 )
-            conn.execute(insert(artifacts), rows)
+            INSERT_ARTIFACTS.executemany(conn, rows)
             stored = [artifact_dict(r) for r in rows]
             insert_events(
                 conn,

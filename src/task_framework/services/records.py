@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from task_framework.models._time import format_ts
+from task_framework.store.prepared import Prepared
+from task_framework.store.tables import artifacts
 
 ARTIFACT_CONTENT_FIELDS = (
     "kind",
@@ -19,6 +21,13 @@ ARTIFACT_CONTENT_FIELDS = (
     "value",
     "text",
 )
+ARTIFACT_ROW_FIELDS = (
+    *("id", "thread_id", "app_id", "user_id", "task_id", "task_version", "direction", "seq"),
+    *ARTIFACT_CONTENT_FIELDS,
+    *("labels", "created_at", "archived", "archived_at"),
+)
+INSERT_ARTIFACTS = Prepared.insert(artifacts, ARTIFACT_ROW_FIELDS)
+"""Insert artifact rows holding every one of :data:`ARTIFACT_ROW_FIELDS`."""
 
 
 def artifact_dict(m: Mapping[Any, Any], *, direction: str | None = None) -> dict[str, Any]:

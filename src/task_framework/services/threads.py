@@ -20,7 +20,6 @@ from sqlalchemy import (
     cast,
     delete,
     exists,
-    insert,
     or_,
     select,
     update,
@@ -46,6 +45,7 @@ from task_framework.services.auth import Principal
 from task_framework.services.events import insert_events, thread_event
 from task_framework.services.records import (
     ARTIFACT_CONTENT_FIELDS,
+    INSERT_ARTIFACTS,
     artifact_dict,
     log_dict,
     thread_dict,
@@ -60,6 +60,7 @@ from task_framework.services.webhooks import (
 from task_framework.store import notify
 from task_framework.store.database import Database
 from task_framework.store.paging import Page, PageRequest, paginate
+from task_framework.store.prepared import Prepared
 from task_framework.store.tables import (
     artifacts,
     files,
@@ -275,6 +276,18 @@ def _check_duplicate_refs(items: list[dict[str, Any]]) -> None:
         raise ValidationFailed("Input artifact ids must be unique within a request")
 
 
+_INSERT_THREAD = Prepared.insert(
+    threads,
+    (
+        *("id", "name", "state", "app_id", "user_id", "task_id", "task_version", "metadata"),
+        *("params", "error", "problems", "schedule_id", "run_id", "attempt", "timeout_seconds"),
+        *("created_by_admin", "adhoc_webhooks", "idempotency_scope", "created_at", "started_at"),
+        *("lease_owner", "lease_expires_at", "lease_token", "stop_requested"),
+    ),
+)
+_INSERT_INPUTS = Prepared.insert(thread_inputs, ("thread_id", "position", "artifact_id"))
+
+
 @dataclass(slots=True)
 class _NewThread:
     principal: Principal
@@ -338,17 +351,19 @@ def insert_thread(conn: Connection, plan: _NewThread) -> tuple[dict[str, Any], b
         "adhoc_webhooks": plan.webhooks,
         "idempotency_scope": plan.idempotency_scope,
         "created_at": now,
+        "started_at": None,
+        "lease_owner": None,
+        "lease_expires_at": None,
         "lease_token": 0,
         "stop_requested": False,
     }
     claimed = plan.claim(conn) if plan.claim is not None else None
     if claimed is not None:
         row.update(claimed)
-    conn.execute(insert(threads), row)  # parameters apart: one cached statement
-    if resolved.new_rows:
-        conn.execute(insert(artifacts), resolved.new_rows)
-    conn.execute(
-        insert(thread_inputs),
+    _INSERT_THREAD.execute(conn, row)
+    INSERT_ARTIFACTS.executemany(conn, resolved.new_rows)
+    _INSERT_INPUTS.executemany(
+        conn,
         [
             {"thread_id": thread_id, "position": i, "artifact_id": aid}
             for i, aid in enumerate(resolved.positions)

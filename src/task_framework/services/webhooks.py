@@ -32,6 +32,15 @@ from task_framework.store.database import Database
 from task_framework.store.paging import PageRequest, paginate
 from task_framework.store.tables import events, settings_kv, webhook_deliveries, webhooks
 
+WEBHOOKS_WRITTEN = "tf_webhooks_written"
+"""Set in ``conn.info`` by a transaction that created or changed webhooks (delivery reads
+it at commit, so a new webhook ends its "none enabled" shortcut at once)."""
+
+
+def webhooks_changed(conn: Connection) -> None:
+    conn.info[WEBHOOKS_WRITTEN] = True
+
+
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
 SECRET_BYTES = 32
 FAN_OUT_CURSOR_KEY = "webhooks_event_seq"
@@ -120,6 +129,7 @@ def insert_source_webhooks(
     if not hooks:
         return
     scope = {"thread_id": thread_id} if thread_id else {"schedule_id": schedule_id}
+    webhooks_changed(conn)
     conn.execute(
         insert(webhooks),
         [
@@ -259,6 +269,7 @@ class WebhookService:
 
         def _create(conn: Connection) -> dict[str, Any]:
             conn.execute(insert(webhooks).values(**row))
+            webhooks_changed(conn)
             return webhook_dict(_visible(conn, principal, webhook_id), with_secret=True)
 
         result: dict[str, Any] = await self._db.tx(_create)
@@ -323,6 +334,7 @@ class WebhookService:
         def _update(conn: Connection) -> dict[str, Any]:
             _visible(conn, principal, webhook_id)
             conn.execute(update(webhooks).where(webhooks.c.id == webhook_id).values(**changes))
+            webhooks_changed(conn)
             if body.enabled is False:
                 cancel_pending(conn, webhook_id)
             return webhook_dict(_visible(conn, principal, webhook_id))
@@ -345,6 +357,7 @@ class WebhookService:
                 .where(webhooks.c.id == webhook_id)
                 .values(secret=generate_secret(), updated_at=utcnow())
             )
+            webhooks_changed(conn)
             return webhook_dict(_visible(conn, principal, webhook_id), with_secret=True)
 
         result: dict[str, Any] = await self._db.tx(_regenerate)

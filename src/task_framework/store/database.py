@@ -5,6 +5,8 @@ with :meth:`Database.tx`; the function runs in a database thread inside one tran
 SQLite gets a single dedicated thread and connection (writes are serial anyway, and no
 busy-wait ever happens); PostgreSQL gets a small thread pool over a connection pool.
 Driver errors are translated into :mod:`task_framework.errors` here, keeping the cause.
+The SQLite thread keeps its connection checked out between transactions: checking the one
+connection in and out of the pool per transaction costs more than a short transaction.
 """
 
 from __future__ import annotations
@@ -56,6 +58,17 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _begin_immediate(conn: Connection) -> None:
+    """pysqlite in autocommit mode: SQLAlchemy's begin() must emit BEGIN itself. IMMEDIATE
+    takes the write lock at once, so a transaction never fails half-way on a busy lock."""
+    dbapi_conn = conn.connection.dbapi_connection
+    assert dbapi_conn is not None
+    try:
+        dbapi_conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc, sqlite3.Error) from exc
+
+
 class _Checkpointer:
     """Runs ``PRAGMA wal_checkpoint(PASSIVE)`` every second on its own connection.
 
@@ -101,8 +114,7 @@ class Database:
                 connect_args={"check_same_thread": False, "isolation_level": None},
             )
             event.listen(self.engine, "connect", _sqlite_pragmas)
-            # pysqlite in autocommit mode: SQLAlchemy's begin() must emit BEGIN itself.
-            event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+            event.listen(self.engine, "begin", _begin_immediate)
             workers = 1
             if path and path != ":memory:":
                 self._checkpointer = _Checkpointer(path)
@@ -115,7 +127,28 @@ class Database:
                 connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
             )
             workers = POSTGRES_POOL_SIZE
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="db")
+        self._held = threading.local()  # the SQLite thread's connection, kept checked out
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="db", initializer=self._init_thread
+        )
+
+    def _init_thread(self) -> None:
+        self._held.keep = self.is_sqlite
+
+    def _held_connection(self) -> Connection | None:
+        """The connection this (SQLite database) thread keeps between transactions."""
+        if not getattr(self._held, "keep", False):
+            return None
+        conn: Connection | None = getattr(self._held, "conn", None)
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._held.conn = self.engine.connect()
+        return conn
+
+    def _release_held(self) -> None:
+        conn: Connection | None = getattr(self._held, "conn", None)
+        if conn is not None:
+            self._held.conn = None
+            conn.close()
 
     @property
     def dialect(self) -> str:
@@ -124,6 +157,10 @@ class Database:
     def tx_blocking(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` in one transaction on the calling thread."""
         try:
+            held = self._held_connection()
+            if held is not None:
+                with held.begin():
+                    return fn(held)
             with self.engine.begin() as conn:
                 return fn(conn)
         except OperationalError as exc:
@@ -155,5 +192,9 @@ class Database:
         if self._checkpointer is not None:
             await asyncio.to_thread(self._checkpointer.close)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self.engine.dispose)
+        await loop.run_in_executor(self._executor, self._dispose)
         self._executor.shutdown(wait=False)
+
+    def _dispose(self) -> None:
+        self._release_held()
+        self.engine.dispose()
