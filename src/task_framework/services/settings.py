@@ -10,12 +10,15 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from task_framework.models._time import format_ts, utcnow
 from task_framework.store.database import Database
+from task_framework.store.prepared import Prepared
 from task_framework.store.tables import settings_kv, threads
 
 MAX_CONCURRENT_KEY = "max_concurrent_threads"
 CLUSTER_STARTED_KEY = "cluster_started_at"
 SETTINGS_CACHE_SECONDS = 2.0
-"""A stored change reaches every replica within this time (the contract allows 5 s)."""
+"""A stored change reaches every replica's displays within this time (claims read it in
+their own transaction)."""
+_STORED_LIMIT = Prepared(select(settings_kv.c.value).where(settings_kv.c.key == MAX_CONCURRENT_KEY))
 
 
 class SettingsService:
@@ -23,6 +26,7 @@ class SettingsService:
         self._db = db
         self._default = default_max_concurrent
         self._cached: tuple[float, int] | None = None
+        self._generation = 0  # bumped by every change made here
 
     def record_first_start(self, conn: Connection) -> None:
         found = conn.execute(
@@ -36,17 +40,19 @@ class SettingsService:
                 )
             )
 
+    def limit_in(self, conn: Connection) -> int:
+        """The cluster limit as stored now, read in ``conn``'s transaction (0: none)."""
+        row = _STORED_LIMIT.first(conn)
+        return self._default if row is None or row[0] is None else int(row[0])
+
     async def max_concurrent_threads(self) -> int:
         now = time.monotonic()
         if self._cached is not None and now - self._cached[0] < SETTINGS_CACHE_SECONDS:
             return self._cached[1]
-        value = await self._db.tx(
-            lambda conn: conn.execute(
-                select(settings_kv.c.value).where(settings_kv.c.key == MAX_CONCURRENT_KEY)
-            ).scalar()
-        )
-        limit = self._default if value is None else int(value)
-        self._cached = (now, limit)
+        generation = self._generation
+        limit = await self._db.tx(self.limit_in)
+        if generation == self._generation:  # else a change landed meanwhile: do not keep it
+            self._cached = (now, limit)
         return limit
 
     def _read(self, conn: Connection) -> dict[str, Any]:
@@ -105,4 +111,5 @@ class SettingsService:
 
         result: dict[str, Any] = await self._db.tx(_update)
         self._cached = None
+        self._generation += 1
         return result

@@ -450,13 +450,13 @@ class ThreadService:
             created_by_admin=principal.is_admin,
         )
         # Sync requests may run their thread at once here; async ones answer "queued".
-        limit = await self._executor.reserve() if body.mode == "sync" else None
-        if limit is not None:
-            plan.claim = lambda conn: self._executor.claim_new(conn, limit)
+        reserved = body.mode == "sync" and self._executor.reserve()
+        if reserved:
+            plan.claim = self._executor.claim_new
         try:
             thread, created = await self._tx_insert(plan)
         finally:
-            if limit is not None and plan.claimed_token is None:
+            if reserved and plan.claimed_token is None:
                 self._executor.release()
         if not created:
             return thread, 200
@@ -489,7 +489,7 @@ class ThreadService:
     async def _tx_insert(self, plan: _NewThread) -> tuple[dict[str, Any], bool]:
         """Insert a thread; an idempotency race replays the winner."""
         try:
-            result: tuple[dict[str, Any], bool] = await self._db.tx(insert_thread, plan)
+            result: tuple[dict[str, Any], bool] = await self._db.short_tx(insert_thread, plan)
             return result
         except IntegrityError as exc:
             if plan.idempotency_scope is None:
@@ -497,7 +497,7 @@ class ThreadService:
         # A concurrent request took the same idempotency key: replay its thread.
         plan.claim = None
         plan.claimed_token = None
-        replay: tuple[dict[str, Any], bool] = await self._db.tx(insert_thread, plan)
+        replay: tuple[dict[str, Any], bool] = await self._db.short_tx(insert_thread, plan)
         if replay[1]:
             raise ValidationFailed("Conflicting concurrent request; retry it")
         return replay
@@ -641,7 +641,7 @@ class ThreadService:
             copy_inputs=True,
             created_by_admin=bool(source.created_by_admin),
         )
-        thread, _ = await self._db.tx(insert_thread, plan)
+        thread, _ = await self._db.short_tx(insert_thread, plan)
         self._count_new_inputs(thread)
         self._executor.wake()
         if body.mode == "async":

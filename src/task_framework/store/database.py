@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple
@@ -97,6 +97,27 @@ class _Checkpointer:
         self._thread.join(CHECKPOINT_INTERVAL_SECONDS * 5)
 
 
+@contextlib.contextmanager
+def _translated_errors() -> Iterator[None]:
+    """Connection-level driver errors become 503 SERVICE_UNAVAILABLE, keeping the cause."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise ServiceUnavailable(f"Database unavailable: {exc.orig}") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise ServiceUnavailable(f"Database unavailable: {exc.orig}") from exc
+        raise
+
+
+def _is_busy(error: BaseException | None) -> bool:
+    """A SQLite "database is locked": another process holds the write lock."""
+    orig = getattr(error, "orig", None)
+    return isinstance(orig, sqlite3.OperationalError) and (
+        getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+    )
+
+
 class Database:
     """An engine plus the executor its transactions run on."""
 
@@ -127,28 +148,14 @@ class Database:
                 connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
             )
             workers = POSTGRES_POOL_SIZE
-        self._held = threading.local()  # the SQLite thread's connection, kept checked out
-        self._executor = ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="db", initializer=self._init_thread
-        )
-
-    def _init_thread(self) -> None:
-        self._held.keep = self.is_sqlite
-
-    def _held_connection(self) -> Connection | None:
-        """The connection this (SQLite database) thread keeps between transactions."""
-        if not getattr(self._held, "keep", False):
-            return None
-        conn: Connection | None = getattr(self._held, "conn", None)
-        if conn is None or conn.closed or conn.invalidated:
-            conn = self._held.conn = self.engine.connect()
-        return conn
-
-    def _release_held(self) -> None:
-        conn: Connection | None = getattr(self._held, "conn", None)
-        if conn is not None:
-            self._held.conn = None
-            conn.close()
+        # SQLite: one connection, kept checked out (a pool checkout per transaction costs
+        # more than a short transaction). Its transactions take turns: on the event loop
+        # under ``_turn``, and the thread lock guards against any other thread.
+        self._sqlite_lock = threading.Lock()
+        self._sqlite_conn: Connection | None = None
+        self._busy_timeout_ms = SQLITE_BUSY_TIMEOUT_MS
+        self._turn: asyncio.Lock | None = None
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="db")
 
     @property
     def dialect(self) -> str:
@@ -156,19 +163,30 @@ class Database:
 
     def tx_blocking(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` in one transaction on the calling thread."""
-        try:
-            held = self._held_connection()
-            if held is not None:
-                with held.begin():
-                    return fn(held)
-            with self.engine.begin() as conn:
+        if self.is_sqlite:
+            return self._sqlite_tx(fn, SQLITE_BUSY_TIMEOUT_MS)
+        with _translated_errors(), self.engine.begin() as conn:
+            return fn(conn)
+
+    def _sqlite_tx(self, fn: Callable[[Connection], T], busy_timeout_ms: int) -> T:
+        """One transaction on the SQLite connection."""
+        with self._sqlite_lock, _translated_errors():
+            conn = self._sqlite_conn
+            if conn is None or conn.closed or conn.invalidated:
+                conn = self._sqlite_conn = self.engine.connect()
+                self._busy_timeout_ms = SQLITE_BUSY_TIMEOUT_MS
+            if busy_timeout_ms != self._busy_timeout_ms:
+                dbapi_conn = conn.connection.dbapi_connection
+                assert dbapi_conn is not None
+                dbapi_conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+                self._busy_timeout_ms = busy_timeout_ms
+            with conn.begin():
                 return fn(conn)
-        except OperationalError as exc:
-            raise ServiceUnavailable(f"Database unavailable: {exc.orig}") from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise ServiceUnavailable(f"Database unavailable: {exc.orig}") from exc
-            raise
+
+    def _sqlite_turn(self) -> asyncio.Lock:
+        if self._turn is None:
+            self._turn = asyncio.Lock()
+        return self._turn
 
     async def tx(self, fn: Callable[[Connection, *Ts], T], /, *args: *Ts) -> T:
         """Run ``fn(conn, *args)`` in one transaction on a database thread."""
@@ -177,7 +195,31 @@ class Database:
             return fn(conn, *args)
 
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.tx_blocking, call)
+        if not self.is_sqlite:
+            return await loop.run_in_executor(self._executor, self.tx_blocking, call)
+        async with self._sqlite_turn():
+            return await loop.run_in_executor(self._executor, self.tx_blocking, call)
+
+    async def short_tx(self, fn: Callable[[Connection, *Ts], T], /, *args: *Ts) -> T:
+        """Like :meth:`tx`, for a transaction that only touches a few rows by key.
+
+        On SQLite it runs right here on the event loop, after any transaction in flight
+        on the database thread: the hand-off to that thread and back costs more than such
+        a transaction. Should another process hold the write lock, it does not wait here
+        but queues on the database thread like :meth:`tx`.
+        """
+        if not self.is_sqlite:
+            return await self.tx(fn, *args)
+        turn = self._sqlite_turn()
+        if turn.locked():
+            await turn.acquire()
+            turn.release()  # nothing else runs on the loop until this returns
+        try:
+            return self._sqlite_tx(lambda conn: fn(conn, *args), 0)
+        except ServiceUnavailable as exc:
+            if not _is_busy(exc.__cause__):
+                raise
+        return await self.tx(fn, *args)
 
     async def ping(self) -> None:
         await self.tx(lambda conn: conn.execute(text("SELECT 1")))
@@ -196,5 +238,8 @@ class Database:
         self._executor.shutdown(wait=False)
 
     def _dispose(self) -> None:
-        self._release_held()
+        with self._sqlite_lock:
+            if self._sqlite_conn is not None:
+                self._sqlite_conn.close()
+                self._sqlite_conn = None
         self.engine.dispose()

@@ -30,6 +30,7 @@ class _Compiled:
     order: tuple[str, ...]
     defaults: dict[str, Any]  # literal values in the statement (``values(x=None)``)
     processors: tuple[tuple[str, Processor], ...]
+    results: tuple[Processor | None, ...]  # per selected column
 
 
 class Prepared:
@@ -61,6 +62,10 @@ class Prepared:
                     name: bind.value for name, bind in compiled.binds.items() if not bind.required
                 },
                 processors=tuple(processors),
+                results=tuple(
+                    column.type.dialect_impl(dialect).result_processor(dialect, None)
+                    for column in getattr(self._statement, "selected_columns", ())
+                ),
             )
             self._compiled[dialect.name] = found
         return found
@@ -84,13 +89,19 @@ class Prepared:
             cursor.close()
 
     def first(self, conn: Connection, params: Mapping[str, Any] | None = None) -> Any:
-        """The first row as the driver returns it (no result type processing), or None."""
+        """The first row (a tuple, values converted by the column types), or None."""
         compiled = self._for(conn.dialect)
         cursor = _run(conn, compiled.sql, self._parameters(compiled, params or {}), many=False)
         try:
-            return cursor.fetchone()
+            row = cursor.fetchone()
         finally:
             cursor.close()
+        if row is None:
+            return None
+        return tuple(
+            value if process is None else process(value)
+            for value, process in zip(row, compiled.results, strict=True)
+        )
 
     def executemany(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         compiled = self._for(conn.dialect)
