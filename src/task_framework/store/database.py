@@ -17,6 +17,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple
 
@@ -118,6 +119,48 @@ def _is_busy(error: BaseException | None) -> bool:
     )
 
 
+@dataclass(slots=True)
+class _Pending:
+    call: Callable[[Connection], Any]
+    future: asyncio.Future[Any]
+
+
+_SAVEPOINT = "short_tx"
+
+
+def _run_batch(conn: Connection, batch: list[_Pending]) -> list[object]:
+    """Run a batch of short transactions in ``conn``'s transaction: the result of each, or
+    the exception it raised (its writes rolled back to its savepoint)."""
+    if len(batch) == 1:
+        return [batch[0].call(conn)]  # an exception rolls back the whole transaction
+    raw = conn.connection.dbapi_connection
+    assert raw is not None
+    outcomes: list[object] = []
+    for item in batch:
+        raw.execute(f"SAVEPOINT {_SAVEPOINT}")
+        try:
+            outcomes.append(item.call(conn))
+        except OperationalError:
+            raise  # the connection is in trouble: the whole batch fails
+        except Exception as exc:
+            raw.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+            outcomes.append(exc)
+        raw.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+    return outcomes
+
+
+def _settle(batch: list[_Pending], outcomes: list[object]) -> None:
+    """Hand each caller its result or exception (one exception may serve them all)."""
+    for index, item in enumerate(batch):
+        outcome = outcomes[index] if len(outcomes) == len(batch) else outcomes[0]
+        if item.future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            item.future.set_exception(outcome)
+        else:
+            item.future.set_result(outcome)
+
+
 class Database:
     """An engine plus the executor its transactions run on."""
 
@@ -155,6 +198,8 @@ class Database:
         self._sqlite_conn: Connection | None = None
         self._busy_timeout_ms = SQLITE_BUSY_TIMEOUT_MS
         self._turn: asyncio.Lock | None = None
+        self._pending: list[_Pending] = []  # short transactions waiting for the next commit
+        self._committer: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="db")
 
     @property
@@ -203,23 +248,51 @@ class Database:
     async def short_tx(self, fn: Callable[[Connection, *Ts], T], /, *args: *Ts) -> T:
         """Like :meth:`tx`, for a transaction that only touches a few rows by key.
 
-        On SQLite it runs right here on the event loop, after any transaction in flight
-        on the database thread: the hand-off to that thread and back costs more than such
-        a transaction. Should another process hold the write lock, it does not wait here
-        but queues on the database thread like :meth:`tx`.
+        On SQLite it runs on the event loop, after any transaction in flight on the
+        database thread (the hand-off to that thread and back costs more than such a
+        transaction), and together with the other short transactions requested in the
+        same turn of the loop: one commit for all, each in a savepoint of its own, so
+        one that fails rolls back alone. Should another process hold the write lock,
+        they queue on the database thread like :meth:`tx` instead of waiting here.
         """
         if not self.is_sqlite:
             return await self.tx(fn, *args)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append(_Pending(lambda conn: fn(conn, *args), future))
+        if self._committer is None:
+            self._committer = loop.create_task(self._commit_pending())
+        result: T = await future
+        return result
+
+    async def _commit_pending(self) -> None:
         turn = self._sqlite_turn()
         if turn.locked():
             await turn.acquire()
-            turn.release()  # nothing else runs on the loop until this returns
+            turn.release()  # nothing else runs on the loop until the batch is committed
+        self._committer = None
+        batch = [item for item in self._pending if not item.future.done()]  # not cancelled
+        self._pending = []
+        if not batch:
+            return
         try:
-            return self._sqlite_tx(lambda conn: fn(conn, *args), 0)
+            outcomes = self._sqlite_tx(lambda conn: _run_batch(conn, batch), 0)
         except ServiceUnavailable as exc:
             if not _is_busy(exc.__cause__):
-                raise
-        return await self.tx(fn, *args)
+                _settle(batch, [exc] * len(batch))
+                return
+            # Another process holds the write lock: wait for it on the database thread.
+            for item in batch:
+                try:
+                    outcome: object = await self.tx(item.call)
+                except Exception as error:
+                    outcome = error
+                _settle([item], [outcome])
+            return
+        except Exception as exc:  # a lone transaction failed: it was rolled back
+            _settle(batch, [exc])
+            return
+        _settle(batch, outcomes)
 
     async def ping(self) -> None:
         await self.tx(lambda conn: conn.execute(text("SELECT 1")))
