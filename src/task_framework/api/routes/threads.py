@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from fastapi import APIRouter, Body, Header, Query, Response
+from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from task_framework.api.deps import Caller, Paging, ServicesDep
@@ -22,6 +23,9 @@ from task_framework.models.threads import (
 )
 from task_framework.services.threads import ArtifactFilters, ThreadFilters
 
+if TYPE_CHECKING:
+    from task_framework.app import Services
+
 router = APIRouter(responses=ERROR_RESPONSES)
 
 TaskIdQuery = Annotated[str | None, Query(description="Task to run (required with several tasks)")]
@@ -30,6 +34,34 @@ VersionQuery = Annotated[str | None, Query(description="Task version (default: l
 
 def _utc(value: datetime | None) -> datetime | None:
     return None if value is None else as_utc(value)
+
+
+# POST /threads is the hot path: its optional query and header parameters are read from
+# the request here (and documented below) instead of one FastAPI parameter each, whose
+# per-request validation costs more than the rest of the route's parameter handling.
+_IDEMPOTENCY_KEY_MAX = 255
+_CREATE_PARAMETERS = [
+    {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+    for name, description in (
+        ("task_id", "Task to run (required with several tasks)"),
+        ("version", "Task version (default: latest)"),
+        ("task_version", "Task version (default: latest); same as `version`"),
+    )
+] + [
+    {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "maxLength": _IDEMPOTENCY_KEY_MAX},
+        "description": "Replays the thread created with the same key (body field wins)",
+    }
+]
 
 
 @router.post(
@@ -42,21 +74,27 @@ def _utc(value: datetime | None) -> datetime | None:
         200: {"model": ThreadModel, "description": "Idempotent replay"},
     },
     summary="Create a thread (run a task)",
+    openapi_extra={"parameters": _CREATE_PARAMETERS},
 )
-async def create_thread(
-    body: ThreadCreateRequest,
-    principal: Caller,
-    svc: ServicesDep,
-    task_id: TaskIdQuery = None,
-    version: VersionQuery = None,
-    task_version: VersionQuery = None,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-) -> Response:
+async def create_thread(body: ThreadCreateRequest, principal: Caller, request: Request) -> Response:
+    query = request.query_params
+    idempotency_key = request.headers.get("idempotency-key")
+    if idempotency_key is not None and len(idempotency_key) > _IDEMPOTENCY_KEY_MAX:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("header", "idempotency-key"),
+                    "msg": f"String should have at most {_IDEMPOTENCY_KEY_MAX} characters",
+                    "type": "string_too_long",
+                }
+            ]
+        )
+    svc: Services = request.app.state.services
     thread, status = await svc.threads.create(
         principal,
         body,
-        task_id=task_id,
-        version=version or task_version,
+        task_id=query.get("task_id"),
+        version=query.get("version") or query.get("task_version"),
         idempotency_key=idempotency_key,
     )
     return JSONResponse(thread, status_code=status)
