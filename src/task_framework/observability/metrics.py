@@ -12,6 +12,7 @@ thread ids or raw paths.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
@@ -66,6 +67,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._exposition = _WithoutCreatedSeries(self.registry)
         self._seen_thread_states: set[str] = set()
+        self._children: dict[tuple[object, ...], Any] = {}
 
         def counter(name: str, doc: str, labels: Iterable[str] = ()) -> Counter:
             # prometheus_client appends "_total" to the exposed counter name itself.
@@ -213,16 +215,25 @@ class Metrics:
 
     # -- threads ---------------------------------------------------------------------------
 
+    def _child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, remembered: every request records several, and
+        resolving label values costs more than recording the value."""
+        key = (id(metric), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def record_thread_state(self, state: str) -> None:
         """A thread entered ``state`` on this replica."""
-        self.threads.labels(state=state).inc()
+        self._child(self.threads, state).inc()
 
     def record_thread_finished(self, task_id: str, state: str, duration_s: float | None) -> None:
         """A thread reached final ``state``; ``duration_s`` is None when it never ran."""
-        self.threads_finished.labels(task_id=task_id, state=state).inc()
+        self._child(self.threads_finished, task_id, state).inc()
         if duration_s is not None:
             self.thread_execution_duration.observe(duration_s)
-            self.thread_duration_by_task.labels(task_id=task_id, state=state).observe(duration_s)
+            self._child(self.thread_duration_by_task, task_id, state).observe(duration_s)
 
     # -- API -------------------------------------------------------------------------------
 
@@ -230,10 +241,11 @@ class Metrics:
         self, method: str, endpoint: str, status: int | str, duration_s: float, *, timed: bool
     ) -> None:
         """One finished HTTP request; ``timed=False`` counts it without observing duration."""
-        labels = {"method": method, "endpoint": endpoint, "status": str(status)}
-        self.api_requests.labels(**labels).inc()
+        self._child(self.api_requests, method, endpoint, str(status)).inc()
         if timed:
-            self.api_request_duration.labels(**labels).observe(duration_s)
+            self._child(self.api_request_duration, method, endpoint, str(status)).observe(
+                duration_s
+            )
 
     def record_metadata_request(self, status: int | str, duration_s: float) -> None:
         self.metadata_requests.labels(status=str(status)).inc()

@@ -34,6 +34,10 @@ POSTGRES_POOL_SIZE = 8
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_CACHE_KIB = 64 * 1024
 CHECKPOINT_INTERVAL_SECONDS = 1.0
+WAL_RESTART_PAGES = 4096
+"""WAL size (in pages) from which the checkpointer starts the WAL over (16 MiB at 4 KiB)."""
+WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+"""A WAL file grown past this is truncated back to it when SQLite starts it over."""
 CONNECT_TIMEOUT_SECONDS = 5
 
 
@@ -55,6 +59,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # Checkpoints (copying the WAL back, with an fsync) would stall the one writer thread
     # for tens of milliseconds: _Checkpointer runs them on a connection of its own.
     cursor.execute("PRAGMA wal_autocheckpoint=0")
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
     cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
 
@@ -71,10 +76,14 @@ def _begin_immediate(conn: Connection) -> None:
 
 
 class _Checkpointer:
-    """Runs ``PRAGMA wal_checkpoint(PASSIVE)`` every second on its own connection.
+    """Copies the WAL back into the database every second, on a connection of its own.
 
-    PASSIVE never waits for the writer, so requests are not held up by the copy or the
-    fsync; the WAL is restarted from its beginning once a checkpoint has caught up.
+    A ``PASSIVE`` checkpoint never waits for the writer, so requests are not held up by the
+    copy or its fsync. Under a steady stream of writes it never catches up completely,
+    though, and SQLite only starts the WAL over after a checkpoint that did: so once the
+    WAL holds :data:`WAL_RESTART_PAGES`, a ``RESTART`` checkpoint copies the little that is
+    left while holding writers back, and the next transaction writes the WAL from its
+    beginning again. A WAL that kept growing would slow every read down.
     """
 
     def __init__(self, path: str) -> None:
@@ -89,7 +98,11 @@ class _Checkpointer:
             conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             while not self._stop.wait(CHECKPOINT_INTERVAL_SECONDS):
                 with contextlib.suppress(sqlite3.Error):
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    _busy, wal_pages, _copied = conn.execute(
+                        "PRAGMA wal_checkpoint(PASSIVE)"
+                    ).fetchone()
+                    if wal_pages >= WAL_RESTART_PAGES:
+                        conn.execute("PRAGMA wal_checkpoint(RESTART)")
         finally:
             conn.close()
 
