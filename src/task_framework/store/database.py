@@ -36,6 +36,8 @@ SQLITE_CACHE_KIB = 64 * 1024
 CHECKPOINT_INTERVAL_SECONDS = 1.0
 WAL_RESTART_PAGES = 4096
 """WAL size (in pages) from which the checkpointer starts the WAL over (16 MiB at 4 KiB)."""
+WAL_RESTART_BUSY_MS = 200
+WAL_RESTART_WAIT_SECONDS = 30.0
 WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 """A WAL file grown past this is truncated back to it when SQLite starts it over."""
 CONNECT_TIMEOUT_SECONDS = 5
@@ -81,13 +83,14 @@ class _Checkpointer:
     A ``PASSIVE`` checkpoint never waits for the writer, so requests are not held up by the
     copy or its fsync. Under a steady stream of writes it never catches up completely,
     though, and SQLite only starts the WAL over after a checkpoint that did: so once the
-    WAL holds :data:`WAL_RESTART_PAGES`, a ``RESTART`` checkpoint copies the little that is
-    left while holding writers back, and the next transaction writes the WAL from its
+    WAL holds :data:`WAL_RESTART_PAGES`, ``restart`` copies the little that is left, in a
+    turn of the database connection, and the next transaction writes the WAL from its
     beginning again. A WAL that kept growing would slow every read down.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, restart: Callable[[], None]) -> None:
         self._path = path
+        self._restart = restart
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
         self._thread.start()
@@ -102,7 +105,7 @@ class _Checkpointer:
                         "PRAGMA wal_checkpoint(PASSIVE)"
                     ).fetchone()
                     if wal_pages >= WAL_RESTART_PAGES:
-                        conn.execute("PRAGMA wal_checkpoint(RESTART)")
+                        self._restart()
         finally:
             conn.close()
 
@@ -193,8 +196,6 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _begin_immediate)
             workers = 1
-            if path and path != ":memory:":
-                self._checkpointer = _Checkpointer(path)
         else:
             self.engine = create_engine(
                 self.url,
@@ -211,9 +212,12 @@ class Database:
         self._sqlite_conn: Connection | None = None
         self._busy_timeout_ms = SQLITE_BUSY_TIMEOUT_MS
         self._turn: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[_Pending] = []  # short transactions waiting for the next commit
         self._committer: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="db")
+        if self.is_sqlite and path and path != ":memory:":
+            self._checkpointer = _Checkpointer(path, self._restart_wal)
 
     @property
     def dialect(self) -> str:
@@ -244,7 +248,39 @@ class Database:
     def _sqlite_turn(self) -> asyncio.Lock:
         if self._turn is None:
             self._turn = asyncio.Lock()
+            self._loop = asyncio.get_running_loop()
         return self._turn
+
+    def _restart_wal(self) -> None:
+        """From the checkpointer thread: start the WAL over in a turn of the connection, so
+        that writers wait for it on the event loop rather than in SQLite's busy handler
+        (which sleeps in steps of up to 100 ms)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._restart_now()
+            return
+        with contextlib.suppress(Exception):  # the loop stopped: try again next time
+            asyncio.run_coroutine_threadsafe(self._restart_in_turn(), loop).result(
+                WAL_RESTART_WAIT_SECONDS
+            )
+
+    async def _restart_in_turn(self) -> None:
+        async with self._sqlite_turn():
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._restart_now)
+
+    def _restart_now(self) -> None:
+        with self._sqlite_lock, contextlib.suppress(sqlite3.Error, DBAPIError):
+            conn = self._sqlite_conn
+            if conn is None or conn.closed or conn.invalidated:
+                return  # nothing written through this database yet
+            raw = conn.connection.dbapi_connection
+            assert raw is not None
+            # Another process reading may hold the restart up: give up after a moment.
+            raw.execute(f"PRAGMA busy_timeout={WAL_RESTART_BUSY_MS}")
+            try:
+                raw.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+            finally:
+                raw.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
 
     async def tx(self, fn: Callable[[Connection, *Ts], T], /, *args: *Ts) -> T:
         """Run ``fn(conn, *args)`` in one transaction on a database thread."""
