@@ -508,6 +508,24 @@ async def test_recycled_after_max_runs(envs: Envs) -> None:
         await runner.close()
 
 
+async def test_successor_is_started_before_a_recycle_even_at_the_limit(envs: Envs) -> None:
+    runner = ProcessRunner(sdk_root=envs.root, max_workers=1, max_runs_per_worker=2)
+    try:
+        _, first = await run(runner, envs.spec("pid"))
+        deadline = time.monotonic() + 30
+        while runner.counts() != (0, 2) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert runner.counts() == (0, 2)  # the used-up worker and its started successor
+        _, second = await run(runner, envs.spec("pid"))  # the old worker's last run
+        assert second.value("pid")["pid"] == first.value("pid")["pid"]
+        assert runner.counts() == (0, 1)
+        _, third = await run(runner, envs.spec("pid"))
+        assert third.value("pid")["pid"] != first.value("pid")["pid"]
+        assert not pid_alive(first.value("pid")["pid"])
+    finally:
+        await runner.close()
+
+
 async def test_idle_workers_time_out(envs: Envs) -> None:
     runner = ProcessRunner(sdk_root=envs.root, max_workers=2, idle_seconds=0.2)
     try:

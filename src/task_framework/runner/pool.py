@@ -248,7 +248,11 @@ class ProcessRunner:
         await self._retire(worker)
 
     async def _prestart(self, spec: TaskSpec) -> None:
-        if len(self._workers) >= self.max_workers:
+        # A successor may take the pool one process over its limit for the few runs its
+        # predecessor has left: at the limit (the default on a small machine) a recycle
+        # would otherwise cost a thread a cold start, and the spawn competing for the CPU
+        # slows the others around it.
+        if len(self._workers) > self.max_workers:
             return
         # Into the idle list below the worker it replaces (idle workers are reused newest
         # first), so the old one serves out its runs first.
