@@ -220,11 +220,7 @@ class Executor:
             .values(state="failed", error=worker_lost_error(), finished_at=now, lease_owner=None)
         )
         if result.rowcount:
-            notify.notify(conn, notify.SETTLED, thread_id)
-            thread = load_thread(conn, thread_id, show_stack=True)
-            insert_events(
-                conn, [thread_event("thread.failed", thread, at=now, artifacts=thread["artifacts"])]
-            )
+            _record_settled(conn, [load_thread(conn, thread_id, show_stack=True)], now)
 
     def wake(self) -> None:
         self._wake.set()
@@ -455,7 +451,6 @@ class Executor:
 
     def _settle_timeout(self, conn: Connection, claimed: _Claimed) -> dict[str, Any] | None:
         now = utcnow()
-        thread_id = claimed.thread["id"]
         error = {
             "code": TASK_TIMEOUT,
             "message": "Task execution timed out",
@@ -463,23 +458,10 @@ class Executor:
             "stack_trace": None,
             "details": None,
         }
-        result = conn.execute(
-            update(threads)
-            .where(
-                threads.c.id == thread_id,
-                threads.c.lease_token == claimed.token,
-                threads.c.state == "running",
-            )
-            .values(state="timeout", error=error, finished_at=now)
-        )
-        if not result.rowcount:
+        if not _settle(conn, claimed, "timeout", error, now):
             return None
-        notify.notify(conn, notify.SETTLED, thread_id)
-        thread = load_thread(conn, thread_id, show_stack=True)
-        insert_events(
-            conn,
-            [thread_event("thread.timeout", thread, at=now, artifacts=thread["artifacts"])],
-        )
+        thread = load_thread(conn, claimed.thread["id"], show_stack=True)
+        _record_settled(conn, [thread], now)
         return thread
 
     async def _run(self, claimed: _Claimed) -> tuple[Outcome, ThreadHost | None]:
@@ -559,20 +541,8 @@ class Executor:
         problems its host persisted) instead of being read back.
         """
         now = utcnow()
-        thread_id, token = claimed.thread["id"], claimed.token
-        settled = _SETTLE.execute(
-            conn,
-            {
-                "b_id": thread_id,
-                "b_token": token,
-                "b_state": outcome.status,
-                "b_error": _error_dict(outcome.error),
-                "b_finished": now,
-            },
-        )
-        if not settled:
+        if not _settle(conn, claimed, outcome.status, _error_dict(outcome.error), now):
             return None
-        notify.notify(conn, notify.SETTLED, thread_id)
         thread = dict(claimed.thread)
         outputs = host.outputs if host is not None else []
         thread.update(
@@ -583,17 +553,7 @@ class Executor:
             problems=[*thread["problems"], *(host.problems if host is not None else [])],
             artifacts=thread["inputs"] + outputs,
         )
-        insert_events(
-            conn,
-            [
-                thread_event(
-                    THREAD_TERMINAL_EVENTS[outcome.status],
-                    thread,
-                    at=now,
-                    artifacts=thread["artifacts"],
-                )
-            ],
-        )
+        _record_settled(conn, [thread], now)
         return thread
 
     # -- leases -----------------------------------------------------------------------------
@@ -658,16 +618,40 @@ class Executor:
             )
         )
         loaded = load_threads(conn, rows, show_stack=True)
-        for thread in loaded:
-            notify.notify(conn, notify.SETTLED, thread["id"])
-        insert_events(
-            conn,
-            [thread_event("thread.failed", t, at=now, artifacts=t["artifacts"]) for t in loaded],
-        )
+        _record_settled(conn, loaded, now)
         return loaded
 
     def counts(self) -> tuple[int, int]:
         return len(self._running), self._capacity - len(self._running)
+
+
+def _settle(
+    conn: Connection, claimed: _Claimed, state: str, error: dict[str, Any] | None, at: datetime
+) -> bool:
+    """End a run this replica holds, fenced by its lease token: False when the thread is
+    no longer this run's to settle (stopped, recovered, or settled already)."""
+    params = {
+        "b_id": claimed.thread["id"],
+        "b_token": claimed.token,
+        "b_state": state,
+        "b_error": error,
+        "b_finished": at,
+    }
+    return _SETTLE.execute(conn, params) > 0
+
+
+def _record_settled(conn: Connection, settled: list[dict[str, Any]], at: datetime) -> None:
+    """Threads this transaction settled: their terminal events, and a wake-up for requests
+    waiting on them in other processes."""
+    for thread in settled:
+        notify.notify(conn, notify.SETTLED, thread["id"])
+    insert_events(
+        conn,
+        [
+            thread_event(THREAD_TERMINAL_EVENTS[t["state"]], t, at=at, artifacts=t["artifacts"])
+            for t in settled
+        ],
+    )
 
 
 def _duration(thread: dict[str, Any]) -> float:
