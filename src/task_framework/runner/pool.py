@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from task_framework.runner.base import (
     TASK_CRASHED,
@@ -222,8 +223,12 @@ class ProcessRunner:
                 return worker
         if len(self._workers) >= self.max_workers:
             await self._evict_oldest_idle()
+        return await self._spawn(spec)
+
+    async def _spawn(self, spec: TaskSpec) -> WorkerProcess:
+        """Start a worker, counted in the pool while it starts; raises WorkerStartError."""
         worker = WorkerProcess(spec, log_flush_seconds=self.log_flush_seconds)
-        self._workers.add(worker)  # count it while it starts
+        self._workers.add(worker)
         try:
             await worker.start(self._sdk())
         except BaseException:
@@ -239,9 +244,7 @@ class ProcessRunner:
         # serves, so that no thread waits for a cold start on its account.
         ahead = min(PRESTART_AHEAD_RUNS, self.max_runs_per_worker - 1)
         if healthy and worker.runs == self.max_runs_per_worker - ahead:
-            task = asyncio.get_running_loop().create_task(self._prestart(worker.spec))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._in_background(self._prestart(worker.spec))
         if healthy and worker.runs < self.max_runs_per_worker:
             self._idle.setdefault(worker.spec.pool_key, []).append(worker)
             return
@@ -254,17 +257,12 @@ class ProcessRunner:
         # slows the others around it.
         if len(self._workers) > self.max_workers:
             return
+        try:
+            worker = await self._spawn(spec)
+        except WorkerStartError:
+            return  # the used-up worker's replacement then starts when it is needed
         # Into the idle list below the worker it replaces (idle workers are reused newest
         # first), so the old one serves out its runs first.
-        worker = WorkerProcess(spec, log_flush_seconds=self.log_flush_seconds)
-        self._workers.add(worker)
-        try:
-            await worker.start(self._sdk())
-        except WorkerStartError:
-            self._workers.discard(worker)
-            return
-        self._adopt(worker)
-        self._on_worker_start()
         if self._closed:
             await self._retire(worker)
         else:
@@ -292,9 +290,13 @@ class ProcessRunner:
             await self._retire(min(candidates, key=lambda w: w.last_used))
 
     def _end_soon(self, worker: WorkerProcess, decision: Outcome, grace: float) -> None:
-        task = asyncio.get_running_loop().create_task(
+        self._in_background(
             worker.end(decision, grace_seconds=grace, kill_after_seconds=self.kill_after_seconds)
         )
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task the pool keeps (and awaits when it closes)."""
+        task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
