@@ -47,7 +47,9 @@ from task_framework.services.webhooks import (
     FAN_OUT_CURSOR_KEY,
     WEBHOOKS_WRITTEN,
     cancel_pending,
+    read_fan_out_cursor,
     webhooks_changed,
+    write_fan_out_cursor,
 )
 from task_framework.store.database import Database
 from task_framework.store.tables import events, settings_kv, webhook_deliveries, webhooks
@@ -136,21 +138,20 @@ def _enabled_webhook_exists(conn: Connection) -> bool:
     )
 
 
+def _locked_cursor(conn: Connection) -> int:
+    cursor = read_fan_out_cursor(conn, for_update=True)
+    assert cursor is not None, "the fan-out cursor is created when the dispatcher starts"
+    return cursor
+
+
 def _advance_cursor_idle(conn: Connection, upto: int | None) -> int | None:
     """Move the fan-out cursor to ``upto`` if still no webhook is enabled; return the
     newest event now (the next step's ``upto``), or None when webhooks appeared."""
-    query = select(settings_kv.c.value).where(settings_kv.c.key == FAN_OUT_CURSOR_KEY)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    cursor = int(conn.execute(query).scalar_one()["seq"])
+    cursor = _locked_cursor(conn)
     if _enabled_webhook_exists(conn):
         return None
     if upto is not None and upto > cursor:
-        conn.execute(
-            update(settings_kv)
-            .where(settings_kv.c.key == FAN_OUT_CURSOR_KEY)
-            .values(value={"seq": upto}, updated_at=utcnow())
-        )
+        write_fan_out_cursor(conn, upto, utcnow())
     newest: int | None = conn.execute(select(func.max(events.c.seq))).scalar()
     return newest
 
@@ -300,10 +301,7 @@ class Dispatcher:
             )
             if xmin >= self._gap.xmax or time.monotonic() - self._gap.since > GAP_MAX_WAIT_SECONDS:
                 final_upto, self._gap = self._gap.upto, None
-        query = select(settings_kv.c.value).where(settings_kv.c.key == FAN_OUT_CURSOR_KEY)
-        if postgres:
-            query = query.with_for_update()
-        cursor = int(conn.execute(query).scalar_one()["seq"])
+        cursor = _locked_cursor(conn)
         # Sequence numbers first: the snapshots are read only when a webhook may want them.
         rows = conn.execute(
             select(events.c.seq, events.c.thread_id)
@@ -362,11 +360,7 @@ class Dispatcher:
         ]
         if attempts:
             conn.execute(insert(webhook_deliveries), attempts)
-        conn.execute(
-            update(settings_kv)
-            .where(settings_kv.c.key == FAN_OUT_CURSOR_KEY)
-            .values(value={"seq": accepted[-1].seq}, updated_at=now)
-        )
+        write_fan_out_cursor(conn, accepted[-1].seq, now)
         return len(attempts), len(accepted) == len(rows) == FAN_OUT_BATCH
 
     # -- sending ----------------------------------------------------------------------------

@@ -181,15 +181,27 @@ def on_thread_deleted(conn: Connection, thread_id: str) -> None:
     if conn.dialect.name != "sqlite":
         return
     top = conn.execute(select(func.coalesce(func.max(events.c.seq), 0))).scalar_one()
-    cursor = conn.execute(
-        select(settings_kv.c.value).where(settings_kv.c.key == FAN_OUT_CURSOR_KEY)
-    ).scalar_one_or_none()
-    if cursor is not None and int(cursor.get("seq", 0)) > top:
-        conn.execute(
-            update(settings_kv)
-            .where(settings_kv.c.key == FAN_OUT_CURSOR_KEY)
-            .values(value={"seq": int(top)}, updated_at=utcnow())
-        )
+    cursor = read_fan_out_cursor(conn)
+    if cursor is not None and cursor > top:
+        write_fan_out_cursor(conn, int(top), utcnow())
+
+
+def read_fan_out_cursor(conn: Connection, *, for_update: bool = False) -> int | None:
+    """The last event sequence number the webhook fan-out has handled (None before its
+    first start); ``for_update`` locks it until the transaction ends (PostgreSQL)."""
+    query = select(settings_kv.c.value).where(settings_kv.c.key == FAN_OUT_CURSOR_KEY)
+    if for_update and conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    value = conn.execute(query).scalar_one_or_none()
+    return None if value is None else int(value.get("seq", 0))
+
+
+def write_fan_out_cursor(conn: Connection, seq: int, now: datetime) -> None:
+    conn.execute(
+        update(settings_kv)
+        .where(settings_kv.c.key == FAN_OUT_CURSOR_KEY)
+        .values(value={"seq": seq}, updated_at=now)
+    )
 
 
 def cancel_pending(conn: Connection, webhook_id: str) -> None:
