@@ -1,12 +1,12 @@
-"""The records database: one transaction per call, one thread hop per transaction.
+"""The records database: one transaction per call.
 
 Services batch the statements of one use case into a function ``fn(conn)`` and run it
 with :meth:`Database.tx`; the function runs in a database thread inside one transaction.
-SQLite gets a single dedicated thread and connection (writes are serial anyway, and no
-busy-wait ever happens); PostgreSQL gets a small thread pool over a connection pool.
-Driver errors are translated into :mod:`task_framework.errors` here, keeping the cause.
-The SQLite thread keeps its connection checked out between transactions: checking the one
-connection in and out of the pool per transaction costs more than a short transaction.
+PostgreSQL gets a small thread pool over a connection pool. SQLite gets one connection,
+kept checked out, used in turns: by one database thread for :meth:`Database.tx`, and on
+the event loop for :meth:`Database.short_tx` (writes are serial anyway, and no busy-wait
+happens within the process). Driver errors are translated into
+:mod:`task_framework.errors` here, keeping the cause.
 """
 
 from __future__ import annotations
@@ -167,9 +167,8 @@ def _run_batch(conn: Connection, batch: list[_Pending]) -> list[object]:
 
 
 def _settle(batch: list[_Pending], outcomes: list[object]) -> None:
-    """Hand each caller its result or exception (one exception may serve them all)."""
-    for index, item in enumerate(batch):
-        outcome = outcomes[index] if len(outcomes) == len(batch) else outcomes[0]
+    """Hand each caller its result or exception (``outcomes`` in the order of ``batch``)."""
+    for item, outcome in zip(batch, outcomes, strict=True):
         if item.future.done():
             continue
         if isinstance(outcome, BaseException):
@@ -238,11 +237,7 @@ class Database:
             if conn is None or conn.closed or conn.invalidated:
                 conn = self._sqlite_conn = self.engine.connect()
                 self._busy_timeout_ms = SQLITE_BUSY_TIMEOUT_MS
-            if busy_timeout_ms != self._busy_timeout_ms:
-                dbapi_conn = conn.connection.dbapi_connection
-                assert dbapi_conn is not None
-                dbapi_conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
-                self._busy_timeout_ms = busy_timeout_ms
+            self._set_busy_timeout(conn, busy_timeout_ms)
             with conn.begin():
                 return fn(conn)
 
@@ -274,14 +269,23 @@ class Database:
             conn = self._sqlite_conn
             if conn is None or conn.closed or conn.invalidated:
                 return  # nothing written through this database yet
+            # Another process reading may hold the restart up: give up after a moment.
+            previous = self._busy_timeout_ms
+            self._set_busy_timeout(conn, WAL_RESTART_BUSY_MS)
             raw = conn.connection.dbapi_connection
             assert raw is not None
-            # Another process reading may hold the restart up: give up after a moment.
-            raw.execute(f"PRAGMA busy_timeout={WAL_RESTART_BUSY_MS}")
-            try:
+            try:  # on the driver: SQLAlchemy would begin a transaction first
                 raw.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
             finally:
-                raw.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+                self._set_busy_timeout(conn, previous)
+
+    def _set_busy_timeout(self, conn: Connection, milliseconds: int) -> None:
+        """How long SQLite waits for another process's lock; the SQLite lock is held."""
+        if milliseconds != self._busy_timeout_ms:
+            raw = conn.connection.dbapi_connection
+            assert raw is not None
+            raw.execute(f"PRAGMA busy_timeout={milliseconds}")
+            self._busy_timeout_ms = milliseconds
 
     async def tx(self, fn: Callable[[Connection, *Ts], T], /, *args: *Ts) -> T:
         """Run ``fn(conn, *args)`` in one transaction on a database thread."""
@@ -339,8 +343,8 @@ class Database:
                     outcome = error
                 _settle([item], [outcome])
             return
-        except Exception as exc:  # a lone transaction failed: it was rolled back
-            _settle(batch, [exc])
+        except Exception as exc:  # rolled back: a lone transaction failed, or the batch
+            _settle(batch, [exc] * len(batch))
             return
         _settle(batch, outcomes)
 
