@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from typing import Any
 
@@ -15,9 +14,6 @@ from task_framework.store.tables import settings_kv, threads
 
 MAX_CONCURRENT_KEY = "max_concurrent_threads"
 CLUSTER_STARTED_KEY = "cluster_started_at"
-SETTINGS_CACHE_SECONDS = 2.0
-"""A stored change reaches every replica's displays within this time (claims read it in
-their own transaction)."""
 _STORED_LIMIT = Prepared(select(settings_kv.c.value).where(settings_kv.c.key == MAX_CONCURRENT_KEY))
 
 
@@ -25,8 +21,6 @@ class SettingsService:
     def __init__(self, db: Database, *, default_max_concurrent: int) -> None:
         self._db = db
         self._default = default_max_concurrent
-        self._cached: tuple[float, int] | None = None
-        self._generation = 0  # bumped by every change made here
 
     def record_first_start(self, conn: Connection) -> None:
         found = conn.execute(
@@ -46,14 +40,8 @@ class SettingsService:
         return self._default if row is None or row[0] is None else int(row[0])
 
     async def max_concurrent_threads(self) -> int:
-        now = time.monotonic()
-        if self._cached is not None and now - self._cached[0] < SETTINGS_CACHE_SECONDS:
-            return self._cached[1]
-        generation = self._generation
-        limit = await self._db.tx(self.limit_in)
-        if generation == self._generation:  # else a change landed meanwhile: do not keep it
-            self._cached = (now, limit)
-        return limit
+        """The cluster limit as stored now (claims read it in their own transaction)."""
+        return await self._db.tx(self.limit_in)
 
     def _read(self, conn: Connection) -> dict[str, Any]:
         rows = {
@@ -110,6 +98,4 @@ class SettingsService:
             return self._read(conn)
 
         result: dict[str, Any] = await self._db.tx(_update)
-        self._cached = None
-        self._generation += 1
         return result
