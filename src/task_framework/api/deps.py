@@ -13,14 +13,15 @@ if TYPE_CHECKING:
     from task_framework.app import Services
 
 
-def _services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
+    """This app's services (one app per process in production; several in tests)."""
     result: Services = request.app.state.services
     return result
 
 
 async def services(request: Request) -> Services:
     # async on purpose: FastAPI runs plain-def dependencies in a worker thread.
-    return _services(request)
+    return services_of(request)
 
 
 ServicesDep = Annotated["Services", Depends(services)]
@@ -39,7 +40,7 @@ async def caller(
 ) -> Principal:
     """A K route's caller: a regular or admin key in ``X-API-Key``."""
     app_id, user_id = _identity(request)
-    return await _services(request).keys.authenticate(
+    return await services_of(request).keys.authenticate(
         api_key=x_api_key, admin_key=None, app_id=app_id, user_id=user_id
     )
 
@@ -51,7 +52,7 @@ async def admin(
 ) -> Principal:
     """An A route's caller: an admin key in ``X-Admin-API-Key`` or ``X-API-Key``."""
     app_id, user_id = _identity(request)
-    return await _services(request).keys.authenticate(
+    return await services_of(request).keys.authenticate(
         api_key=x_api_key,
         admin_key=x_admin_api_key,
         app_id=app_id,

@@ -16,12 +16,13 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from task_framework.api.deps import ServicesDep
 from task_framework.errors import AuthForbidden, TaskFrameworkError
 from task_framework.services.auth import Principal
 from task_framework.ui.sessions import COOKIE_NAME, Session, SessionStore
 
 if TYPE_CHECKING:
-    from task_framework.app import Services
+    pass
 
 UI_PREFIX = "/ui"
 HERE = Path(__file__).resolve().parent
@@ -81,11 +82,6 @@ TEMPLATES = build_templates()
 
 class SignInRequired(Exception):
     """No live session: pages redirect to the sign-in form, scripts get a 401."""
-
-
-def services(request: Request) -> Services:
-    svc: Services = request.app.state.services
-    return svc
 
 
 def session_store(request: Request) -> SessionStore:
@@ -151,7 +147,7 @@ FormSession = Annotated[Session, Depends(form_session)]
 StreamSession = Annotated[Session, Depends(stream_session)]
 AdminSession = Annotated[Session, Depends(admin_session)]
 AdminFormSession = Annotated[Session, Depends(admin_form_session)]
-Svc = Annotated["Services", Depends(services)]
+Svc = ServicesDep
 
 
 def render(

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from task_framework.api.deps import Caller, Paging, ServicesDep, caller
+from task_framework.api.deps import Caller, Paging, ServicesDep, caller, services_of
 from task_framework.api.errors import ERROR_RESPONSES
 from task_framework.errors import PayloadTooLarge, StorageError, ValidationFailed
 from task_framework.services.files import (
@@ -30,7 +30,7 @@ from task_framework.services.files import (
 from task_framework.storage.base import check_file_ref, content_disposition
 
 if TYPE_CHECKING:
-    from task_framework.app import Services
+    pass
 
 router = APIRouter(responses=ERROR_RESPONSES)
 
@@ -100,8 +100,7 @@ async def file_access(
     """K (an API key, owner checked later) or S (a pre-signed URL for this method)."""
     check_file_ref(file_ref)
     if signature is not None:
-        svc: Services = request.app.state.services
-        grant: SignedGrant = await svc.files.verify_signature(
+        grant: SignedGrant = await services_of(request).files.verify_signature(
             request.method, file_ref, expires=expires, signature=signature, kid=kid
         )
         return grant

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from task_framework.api.deps import Caller, Paging, ServicesDep
+from task_framework.api.deps import Caller, Paging, ServicesDep, services_of
 from task_framework.api.errors import ERROR_RESPONSES
 from task_framework.models._time import as_utc
 from task_framework.models.artifact import Artifact
@@ -22,9 +22,6 @@ from task_framework.models.threads import (
     ThreadState,
 )
 from task_framework.services.threads import ArtifactFilters, ThreadFilters
-
-if TYPE_CHECKING:
-    from task_framework.app import Services
 
 router = APIRouter(responses=ERROR_RESPONSES)
 
@@ -89,8 +86,7 @@ async def create_thread(body: ThreadCreateRequest, principal: Caller, request: R
                 }
             ]
         )
-    svc: Services = request.app.state.services
-    thread, status = await svc.threads.create(
+    thread, status = await services_of(request).threads.create(
         principal,
         body,
         task_id=query.get("task_id"),
