@@ -150,8 +150,10 @@ async def surface_async(context):
 
 
 def publish_pid(context, **extra):
-    context.publish_output_artifacts_sync(
-        [{{"kind": "json", "ref": "pid", "value": {{"pid": os.getpid(), **extra}}}}])
+    # "<pid namespace>/<pid in it>": the test finds the process on the host from that.
+    ns = os.readlink("/proc/self/ns/pid")
+    value = {{key: f"{{ns}}/{{pid}}" for key, pid in {{"pid": os.getpid(), **extra}}.items()}}
+    context.publish_output_artifacts_sync([{{"kind": "json", "ref": "pid", "value": value}}])
 
 
 def pid(context):
@@ -379,26 +381,58 @@ async def runner(envs: Envs) -> AsyncIterator[ProcessRunner]:
     assert runner.counts() == (0, 0)
 
 
-def live_group(pgid: int) -> list[int]:
-    """Processes of a group that are not zombies (a zombie has already ended)."""
+def _stat(pid: int | str) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _namespace(pid: int | str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def host_pid(token: str) -> int | None:
+    """The host pid of a process a task reported as "<pid namespace>/<pid in it>"."""
+    ns, _, pid = token.rpartition("/")
+    if ns == _namespace("self"):
+        return int(pid)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _namespace(entry) == ns:
+            try:
+                status = Path(f"/proc/{entry}/status").read_text()
+            except OSError:
+                continue
+            nspid = next(line for line in status.splitlines() if line.startswith("NSpid:"))
+            if nspid.split()[-1] == pid:
+                return int(entry)
+    return None
+
+
+def live_group(token: str) -> list[int]:
+    """Live processes (not zombies) of the worker that reported ``token``: its process
+    group, or, when it has a PID namespace of its own, everything in that namespace."""
+    ns, _, pid = token.rpartition("/")
+    own = ns == _namespace("self")
     alive = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                alive.append(int(entry))
+        if not entry.isdigit():
+            continue
+        fields = _stat(entry)
+        if fields is None or fields[0] == "Z":
+            continue
+        if (own and int(fields[2]) == int(pid)) or (not own and _namespace(entry) == ns):
+            alive.append(int(entry))
     return alive
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+def pid_alive(token: str) -> bool:
+    pid = host_pid(token)
+    fields = _stat(pid) if pid is not None else None
+    return fields is not None and fields[0] != "Z"
 
 
 async def run(
@@ -754,7 +788,16 @@ async def test_worker_environment_has_no_server_secrets(
     monkeypatch.setenv("TASK_FRAMEWORK_DATABASE_URL", "postgresql://secret")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
     _, host = await run(runner, envs.spec("pid"))
-    pid = host.value("pid")["pid"]
+    pid = host_pid(host.value("pid")["pid"])
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     names = {item.split(b"=", 1)[0].decode() for item in environ if item}
-    assert names <= {"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "TASK_FRAMEWORK_WORKER_FD"}
+    assert names <= {
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "TZ",
+        "TMPDIR",
+        "TASK_FRAMEWORK_WORKER_FD",
+        "TASK_FRAMEWORK_SCRATCH",
+    }

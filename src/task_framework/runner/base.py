@@ -38,6 +38,31 @@ class TaskEnv:
         return self.path / "bin" / "python"
 
 
+Network = Literal["none", "outbound"]
+NETWORKS: tuple[Network, ...] = ("none", "outbound")
+RESOURCE_KEYS = ("memory_mb", "cpu_seconds", "max_processes", "timeout_seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResources:
+    """What a task's metadata asks for; None leaves the server default."""
+
+    memory_mb: int | None = None
+    cpu_seconds: int | None = None
+    max_processes: int | None = None
+    timeout_seconds: int | None = None
+    network: Network | None = None
+
+    def as_metadata(self) -> dict[str, Any]:
+        resources = {k: getattr(self, k) for k in RESOURCE_KEYS if getattr(self, k) is not None}
+        out: dict[str, Any] = {}
+        if resources:
+            out["resources"] = resources
+        if self.network is not None:
+            out["network"] = self.network
+        return out
+
+
 @dataclass(frozen=True, slots=True)
 class TaskSpec:
     """One task version's code in one environment: what a worker process runs."""
@@ -51,6 +76,8 @@ class TaskSpec:
     env: TaskEnv
     code_token: str = ""
     """Changes whenever the code changes (dev tasks): idle workers of an old token retire."""
+    resources: TaskResources = field(default_factory=TaskResources)
+    """What the task's metadata asks of the sandbox (limits, network)."""
 
     @property
     def pool_key(self) -> str:
@@ -72,6 +99,8 @@ class RunRequest:
     """Secret values (``context.get_secret``); never logged."""
     timeout_seconds: float | None = None
     log_level: str = "INFO"
+    owner: str = ""
+    """``app_id/user_id`` of the thread: a warm worker only serves one owner."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,9 +17,11 @@ import io
 import logging
 import os
 import queue
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -38,6 +40,7 @@ from task_framework.runner.base import (
 )
 
 WORKER_FD_ENV = "TASK_FRAMEWORK_WORKER_FD"
+SCRATCH_ENV = "TASK_FRAMEWORK_SCRATCH"
 LOG_FLUSH_SECONDS = 0.05
 """Buffered log records reach the parent at least this often while a task runs."""
 LOG_BATCH_MAX = 256
@@ -453,8 +456,9 @@ def _live_children() -> int:
 class Worker:
     """The main loop of a worker process."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, scratch: str | None = None) -> None:
         self._channel = channel
+        self._scratch = scratch
         self._backend = ChannelBackend(channel)
         self._functions: dict[str, Callable[..., Any]] = {}
         self._stdout = _LineWriter(channel, "stdout", 1)
@@ -494,6 +498,7 @@ class Worker:
         level = logging.getLevelName(str(message.get("log_level", "INFO")).upper())
         logging.getLogger().setLevel(level if isinstance(level, int) else logging.INFO)
         exit_code: int | None = None
+        workdir = self._enter_scratch(thread_id)
         try:
             fn = self._load(str(message["entry_point"]))
         except EntryPointError as exc:
@@ -523,6 +528,26 @@ class Worker:
         channel.thread_id = None
         if exit_code is not None:
             os._exit(exit_code)
+        self._leave_scratch(workdir)
+
+    def _enter_scratch(self, thread_id: str) -> str | None:
+        """A fresh working and temp directory for this thread, inside the worker's scratch."""
+        if self._scratch is None:
+            return None
+        workdir = os.path.join(self._scratch, thread_id.replace(os.sep, "_"))
+        os.makedirs(workdir, exist_ok=True)
+        os.chdir(workdir)
+        os.environ["TMPDIR"] = workdir
+        tempfile.tempdir = workdir
+        return workdir
+
+    def _leave_scratch(self, workdir: str | None) -> None:
+        if self._scratch is None or workdir is None:
+            return
+        os.chdir(self._scratch)
+        os.environ["TMPDIR"] = self._scratch
+        tempfile.tempdir = None
+        shutil.rmtree(workdir, ignore_errors=True)
 
     def serve(self) -> None:
         while True:
@@ -540,12 +565,16 @@ class Worker:
 def main(parent_pid: int) -> None:
     """Entry of the worker process (called by the bootstrap)."""
     _set_parent_death_signal(parent_pid)
+    if os.getpid() == 1:
+        # PID 1 of its own namespace ignores signals it has no handler for: a stop's
+        # SIGTERM must still end it (and with it, everything in the namespace).
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: os._exit(128 + signal.SIGTERM))
     fd = int(os.environ.pop(WORKER_FD_ENV))
     sock = socket.socket(fileno=fd)
     os.set_inheritable(fd, False)
     channel = Channel(sock)
     channel.start()
-    worker = Worker(channel)
+    worker = Worker(channel, os.environ.pop(SCRATCH_ENV, None))
     worker.install()
     channel.send({"type": p.HELLO, "version": p.PROTOCOL_VERSION, "pid": os.getpid()})
     worker.serve()

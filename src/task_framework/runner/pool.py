@@ -1,9 +1,11 @@
 """ProcessRunner: the Runner that runs threads in warm pools of worker processes.
 
-Idle workers are kept per task version (``TaskSpec.pool_key``) and reused LIFO, so the
-cold start (interpreter, SDK and task imports) is paid once per worker. A worker is
-retired after ``max_runs_per_worker`` runs, after ``idle_seconds`` unused, and after any
-abnormal end (crash, stop, timeout, load failure, leftover child processes).
+Idle workers are kept per task version (``TaskSpec.pool_key``) and, by default, per owner
+(``reuse="owner"``: a worker that ran a thread of one ``(app_id, user_id)`` never runs
+another's), and reused LIFO, so the cold start (interpreter, SDK and task imports) is paid
+once per worker. A worker is retired after ``max_runs_per_worker`` runs, after
+``idle_seconds`` unused, and after any abnormal end (crash, stop, timeout, load failure,
+leftover child processes). Every worker starts confined by the :class:`Sandbox`.
 """
 
 from __future__ import annotations
@@ -31,15 +33,17 @@ from task_framework.runner.process import (
     CRASH_TYPE,
     WorkerProcess,
     WorkerStartError,
-    group_processes,
+    memory_error,
 )
+from task_framework.runner.sandbox import LimitPolicy, Sandbox, WorkerReuse
 
 IDLE_SECONDS = 300.0
 STOP_GRACE_SECONDS = 5.0
 KILL_AFTER_SECONDS = 2.0
 MAX_RUNS_PER_WORKER = 1000
 LOG_FLUSH_SECONDS = 0.1
-MEMORY_POLL_SECONDS = 0.5
+LIMITS_POLL_SECONDS = 0.5
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MAX_REAP_INTERVAL_SECONDS = 30.0
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 _MIB = 1024 * 1024
@@ -71,9 +75,11 @@ class ProcessRunner:
         max_runs_per_worker: int = MAX_RUNS_PER_WORKER,
         stop_grace_seconds: float = STOP_GRACE_SECONDS,
         kill_after_seconds: float = KILL_AFTER_SECONDS,
-        max_memory_mb: int = 0,
+        max_memory_mb: int | None = None,
         log_flush_seconds: float = LOG_FLUSH_SECONDS,
         on_worker_start: Callable[[], None] | None = None,
+        sandbox: Sandbox | None = None,
+        reuse: WorkerReuse = "owner",
     ) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
@@ -85,7 +91,13 @@ class ProcessRunner:
         self.max_runs_per_worker = max_runs_per_worker
         self.stop_grace_seconds = stop_grace_seconds
         self.kill_after_seconds = kill_after_seconds
-        self.max_memory_mb = max_memory_mb
+        if sandbox is None:
+            policy = LimitPolicy()
+            if max_memory_mb is not None:
+                policy = LimitPolicy(memory_mb=max_memory_mb)
+            sandbox = Sandbox(data_dir=sdk_root, policy=policy)
+        self.sandbox = sandbox
+        self.reuse: WorkerReuse = reuse
         self.log_flush_seconds = log_flush_seconds
         self._on_worker_start = on_worker_start or (lambda: None)
         self._slots = asyncio.Semaphore(max_workers)
@@ -96,7 +108,8 @@ class ProcessRunner:
         self._waiting: dict[str, _Waiting] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
-        self._memory_watch: asyncio.Task[None] | None = None
+        self._limits_watch: asyncio.Task[None] | None = None
+        self._cpu_start: dict[str, int] = {}
         self._closed = False
 
     # -- Runner ------------------------------------------------------------------------
@@ -115,7 +128,7 @@ class ProcessRunner:
                 if waiting.stop_requested:
                     return Outcome("stopped")
                 try:
-                    worker = await self._acquire(spec)
+                    worker = await self._acquire(spec, request.owner)
                 except WorkerStartError as exc:
                     return Outcome(
                         "failed", ErrorInfo(TASK_LOAD_FAILED, str(exc), "WorkerStartError")
@@ -147,6 +160,7 @@ class ProcessRunner:
             if timer is not None:
                 timer.cancel()
             del self._running[request.thread_id]
+            self._cpu_start.pop(request.thread_id, None)
             await self._release(worker)
 
     async def stop(self, thread_id: str) -> bool:
@@ -164,15 +178,13 @@ class ProcessRunner:
     async def check_entry_point(self, spec: TaskSpec) -> ErrorInfo | None:
         """Import the entry point in a fresh worker; keep that worker warm when it loads."""
         self._start_background()
-        worker = WorkerProcess(spec, log_flush_seconds=self.log_flush_seconds)
         try:
-            await worker.start(self._sdk())
+            worker = await self._spawn(spec, counted=False)
         except WorkerStartError as exc:
             return ErrorInfo(TASK_LOAD_FAILED, str(exc), "WorkerStartError")
-        self._adopt(worker)
         error = await worker.check(spec.entry_point)
         if error is None and len(self._workers) <= self.max_workers and not self._closed:
-            self._idle.setdefault(spec.pool_key, []).append(worker)
+            self._idle.setdefault(worker.idle_key, []).append(worker)
         else:
             await self._retire(worker)
         return error
@@ -184,7 +196,7 @@ class ProcessRunner:
     async def close(self) -> None:
         """Kill every worker's process group and wait for them."""
         self._closed = True
-        for task in (self._reaper, self._memory_watch):
+        for task in (self._reaper, self._limits_watch):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -209,44 +221,77 @@ class ProcessRunner:
         worker.on_exit = self._forget_idle
 
     def _forget_idle(self, worker: WorkerProcess) -> None:
-        idle = self._idle.get(worker.spec.pool_key)
+        idle = self._idle.get(worker.idle_key)
         if idle and worker in idle:
             idle.remove(worker)
         self._workers.discard(worker)
 
-    async def _acquire(self, spec: TaskSpec) -> WorkerProcess:
+    def _idle_key(self, spec: TaskSpec, owner: str) -> str:
+        """Idle workers of one task version, and of one owner unless reuse is "task"."""
+        if self.reuse == "task":
+            return spec.pool_key
+        return f"{spec.pool_key}|{owner}"
+
+    async def _acquire(self, spec: TaskSpec, owner: str) -> WorkerProcess:
         await self._retire_stale(spec)
-        idle = self._idle.get(spec.pool_key)
-        while idle:
-            worker = idle.pop()
-            if worker.alive:
-                return worker
+        own = self._idle_key(spec, owner)
+        # The owner's own warm workers first, then fresh ones that never ran a thread.
+        for key in dict.fromkeys((own, self._fresh_key(spec))):
+            idle = self._idle.get(key)
+            while idle:
+                worker = idle.pop()
+                if worker.alive:
+                    worker.idle_key = own
+                    return worker
         if len(self._workers) >= self.max_workers:
             await self._evict_oldest_idle()
-        return await self._spawn(spec)
+        worker = await self._spawn(spec)
+        worker.idle_key = own
+        return worker
 
-    async def _spawn(self, spec: TaskSpec) -> WorkerProcess:
-        """Start a worker, counted in the pool while it starts; raises WorkerStartError."""
-        worker = WorkerProcess(spec, log_flush_seconds=self.log_flush_seconds)
-        self._workers.add(worker)
+    def _fresh_key(self, spec: TaskSpec) -> str:
+        return self._idle_key(spec, "")
+
+    async def _spawn(self, spec: TaskSpec, *, counted: bool = True) -> WorkerProcess:
+        """Start a confined worker, counted in the pool while it starts (unless it is only
+        an entry-point check); raises WorkerStartError."""
+        sandbox = self.sandbox
+        if not sandbox.detected:
+            await asyncio.to_thread(sandbox.detect)
+        limits = sandbox.policy.resolve(spec.resources)
+        try:
+            launch = sandbox.prepare(
+                code_dir=spec.code_dir, env_path=spec.env.path, sdk_path=self._sdk(), limits=limits
+            )
+        except OSError as exc:
+            raise WorkerStartError(f"cannot prepare the worker's sandbox: {exc}") from exc
+        worker = WorkerProcess(
+            spec,
+            log_flush_seconds=self.log_flush_seconds,
+            launch=launch,
+            idle_key=self._fresh_key(spec),
+        )
+        if counted:
+            self._workers.add(worker)
         try:
             await worker.start(self._sdk())
         except BaseException:
             self._workers.discard(worker)
             raise
         self._adopt(worker)
-        self._on_worker_start()
+        if counted:
+            self._on_worker_start()
         return worker
 
     async def _release(self, worker: WorkerProcess) -> None:
-        healthy = worker.reusable and worker.alive and not self._closed
+        healthy = worker.reusable and worker.alive and not self._closed and self.reuse != "never"
         # A worker that is about to be used up gets its successor started while it still
         # serves, so that no thread waits for a cold start on its account.
         ahead = min(PRESTART_AHEAD_RUNS, self.max_runs_per_worker - 1)
         if healthy and worker.runs == self.max_runs_per_worker - ahead:
             self._in_background(self._prestart(worker.spec))
         if healthy and worker.runs < self.max_runs_per_worker:
-            self._idle.setdefault(worker.spec.pool_key, []).append(worker)
+            self._idle.setdefault(worker.idle_key, []).append(worker)
             return
         await self._retire(worker)
 
@@ -266,7 +311,7 @@ class ProcessRunner:
         if self._closed:
             await self._retire(worker)
         else:
-            self._idle.setdefault(spec.pool_key, []).insert(0, worker)
+            self._idle.setdefault(worker.idle_key, []).insert(0, worker)
 
     async def _retire(self, worker: WorkerProcess) -> None:
         self._forget_idle(worker)
@@ -274,10 +319,10 @@ class ProcessRunner:
 
     async def _retire_stale(self, spec: TaskSpec) -> None:
         """Idle workers of the same task version with older code or environment."""
-        for key, idle in list(self._idle.items()):
+        for idle in list(self._idle.values()):
             if (
-                key != spec.pool_key
-                and idle
+                idle
+                and idle[0].spec.pool_key != spec.pool_key
                 and idle[0].spec.task_id == spec.task_id
                 and (idle[0].spec.version == spec.version)
             ):
@@ -304,8 +349,8 @@ class ProcessRunner:
     def _start_background(self) -> None:
         if self._reaper is None:
             self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
-        if self.max_memory_mb > 0 and self._memory_watch is None:
-            self._memory_watch = asyncio.get_running_loop().create_task(self._watch_memory())
+        if self._limits_watch is None:
+            self._limits_watch = asyncio.get_running_loop().create_task(self._watch_limits())
 
     async def _reap_idle(self) -> None:
         interval = min(max(self.idle_seconds / 4, 0.05), MAX_REAP_INTERVAL_SECONDS)
@@ -316,19 +361,33 @@ class ProcessRunner:
                 for worker in [w for w in idle if w.last_used < deadline]:
                     await self._retire(worker)
 
-    async def _watch_memory(self) -> None:
-        limit_bytes = self.max_memory_mb * _MIB
-        error = ErrorInfo(
-            TASK_CRASHED,
-            f"Task process exceeded the memory limit of {self.max_memory_mb} MiB",
-            CRASH_TYPE,
-        )
+    async def _watch_limits(self) -> None:
+        """CPU time per thread, and resident memory where no cgroup limits it, summed over
+        the worker and everything it started."""
         while True:
-            await asyncio.sleep(MEMORY_POLL_SECONDS)
-            for worker in list(self._running.values()):
-                pages = sum(rss for _, _, rss in group_processes(worker.pid))
-                if pages * _PAGE_BYTES > limit_bytes:
-                    self._end_soon(worker, Outcome("failed", error), 0)
+            await asyncio.sleep(LIMITS_POLL_SECONDS)
+            for thread_id, worker in list(self._running.items()):
+                launch = worker.launch
+                if launch is None:
+                    continue
+                limits = launch.limits
+                watch_memory = limits.memory_mb and not launch.cgroups
+                if not (watch_memory or limits.cpu_seconds):
+                    continue
+                processes = await asyncio.to_thread(worker.processes)
+                if watch_memory:
+                    resident = sum(p.rss_pages for p in processes) * _PAGE_BYTES
+                    if resident > limits.memory_mb * _MIB:
+                        error = memory_error(limits.memory_mb)
+                        self._end_soon(worker, Outcome("failed", error), 0)
+                        continue
+                if limits.cpu_seconds:
+                    ticks = sum(p.cpu_ticks for p in processes)
+                    start = self._cpu_start.setdefault(thread_id, ticks)
+                    if ticks - start > limits.cpu_seconds * _CLOCK_TICKS:
+                        message = f"Task exceeded its CPU time limit of {limits.cpu_seconds} s"
+                        error = ErrorInfo(TASK_CRASHED, message, CRASH_TYPE)
+                        self._end_soon(worker, Outcome("failed", error), 0)
 
 
 __all__ = ["ProcessRunner"]

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from task_framework.runner.base import (
     TaskHost,
     TaskSpec,
 )
+from task_framework.runner.sandbox import WorkerLaunch
 
 START_TIMEOUT_SECONDS = 60.0
 """A worker must say hello within this time (first imports on a cold disk are slow)."""
@@ -39,9 +41,11 @@ DRAIN_AFTER_EXIT_SECONDS = 1.0
 """After the worker exits, wait this long for the rest of its frames (logs, outcome)."""
 UPLOAD_QUEUE_CHUNKS = 8
 STDERR_TAIL_LINES = 20
-PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
-"""The only server environment variables a worker sees (never secrets)."""
+PASSED_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
+"""The only server environment variables a worker sees (never secrets); ``HOME`` and
+``TMPDIR`` are its scratch directory."""
 WORKER_FD_ENV = "TASK_FRAMEWORK_WORKER_FD"
+SCRATCH_ENV = "TASK_FRAMEWORK_SCRATCH"
 CRASH_TYPE = "WorkerCrashed"
 
 BOOTSTRAP = (
@@ -60,6 +64,12 @@ class WorkerStartError(Exception):
     """The worker process did not come up (bad environment, protocol mismatch)."""
 
 
+def memory_error(limit_mb: int) -> ErrorInfo:
+    return ErrorInfo(
+        TASK_CRASHED, f"Task process exceeded the memory limit of {limit_mb} MiB", CRASH_TYPE
+    )
+
+
 def crash_error(returncode: int) -> ErrorInfo:
     if returncode < 0:
         try:
@@ -72,21 +82,47 @@ def crash_error(returncode: int) -> ErrorInfo:
     return ErrorInfo(TASK_CRASHED, message, CRASH_TYPE)
 
 
-def group_processes(pgid: int) -> list[tuple[int, str, int]]:
-    """(pid, state, rss pages) of every process in process group ``pgid`` (from /proc)."""
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    pid: int
+    state: str
+    rss_pages: int
+    cpu_ticks: int
+    """User and system time, its own and that of its waited-for children."""
+
+
+def _pid_namespace(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def worker_processes(pgid: int = 0, namespace: str | None = None) -> list[ProcessInfo]:
+    """Every process of process group ``pgid``, or of PID namespace ``namespace`` (the
+    ``pid:[inode]`` of ``/proc/<pid>/ns/pid``), from /proc."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
+            continue
+        if namespace is not None and _pid_namespace(int(entry)) != namespace:
             continue
         try:
             with open(f"/proc/{entry}/stat", "rb") as handle:
                 fields = handle.read().rsplit(b")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        # After the command name: state ppid pgrp ... rss is field 24 (index 21 here).
-        if int(fields[2]) == pgid:
-            found.append((int(entry), fields[0].decode(), int(fields[21])))
+        # After the command name: state ppid pgrp ...; utime..cstime are fields 14-17 and
+        # rss is field 24 (indexes 11-14 and 21 here).
+        if namespace is not None or int(fields[2]) == pgid:
+            ticks = sum(int(value) for value in fields[11:15])
+            found.append(ProcessInfo(int(entry), fields[0].decode(), int(fields[21]), ticks))
     return found
+
+
+def group_processes(pgid: int) -> list[tuple[int, str, int]]:
+    """(pid, state, rss pages) of every process in process group ``pgid``."""
+    return [(info.pid, info.state, info.rss_pages) for info in worker_processes(pgid)]
 
 
 def _killpg(pgid: int, signum: int) -> None:
@@ -173,8 +209,20 @@ class _Upload:
 class WorkerProcess:
     """A started worker: one thread at a time, then reused or killed."""
 
-    def __init__(self, spec: TaskSpec, *, log_flush_seconds: float) -> None:
+    def __init__(
+        self,
+        spec: TaskSpec,
+        *,
+        log_flush_seconds: float,
+        launch: WorkerLaunch | None = None,
+        idle_key: str = "",
+    ) -> None:
         self.spec = spec
+        self.launch = launch
+        self.idle_key = idle_key or spec.pool_key
+        """Where the pool keeps this worker while idle (task version and, maybe, owner)."""
+        self.namespace: str | None = None
+        """``pid:[inode]`` of the worker's own PID namespace, when it has one."""
         self.loop = asyncio.get_running_loop()
         self.log_flush_seconds = log_flush_seconds
         self.pid = 0
@@ -195,6 +243,7 @@ class WorkerProcess:
         self._read_done = asyncio.Event()
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._pidfd: int | None = None
+        self.memory_exceeded = False
 
     @property
     def alive(self) -> bool:
@@ -203,13 +252,21 @@ class WorkerProcess:
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self, sdk_path: Path) -> None:
         """Spawn the process and wait for its hello; WorkerStartError otherwise."""
-        spec = self.spec
+        spec, launch = self.spec, self.launch
         parent_sock, child_sock = socket.socketpair()
         env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
         env["PATH"] = os.pathsep.join([str(spec.env.path / "bin"), env.get("PATH", os.defpath)])
         env[WORKER_FD_ENV] = str(child_sock.fileno())
-        argv = [str(spec.env.python), "-I", "-c", BOOTSTRAP, str(sdk_path), str(spec.code_dir)]
-        argv.append(str(os.getpid()))
+        cwd = spec.code_dir
+        if launch is not None:
+            cwd = launch.scratch
+            env["HOME"] = env["TMPDIR"] = env[SCRATCH_ENV] = str(launch.scratch)
+        prefix = launch.argv_prefix if launch is not None else []
+        argv = [*prefix, str(spec.env.python), "-I", "-c", BOOTSTRAP, str(sdk_path)]
+        # The worker checks that its parent is still there: the launcher, or, as PID 1 of
+        # its own namespace, nobody it can see (0).
+        parent = 0 if launch is not None and launch.pid_namespace else os.getpid()
+        argv += [str(spec.code_dir), str(parent)]
         try:
             # Popen runs in the event loop thread on purpose: the parent-death signal
             # fires when the thread that forked exits, and this thread lives as long as we do.
@@ -218,13 +275,14 @@ class WorkerProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                cwd=spec.code_dir,
+                cwd=cwd,
                 env=env,
                 pass_fds=(child_sock.fileno(),),
                 start_new_session=True,
             )
         except OSError as exc:
             parent_sock.close()
+            self._cleanup()
             raise WorkerStartError(f"cannot start {spec.env.python}: {exc}") from exc
         finally:
             child_sock.close()
@@ -247,7 +305,20 @@ class WorkerProcess:
                 f"worker speaks protocol {hello[0].get('version')!r}, "
                 f"expected {p.PROTOCOL_VERSION} (stale SDK overlay?)"
             )
+        if launch is not None and launch.pid_namespace:
+            with contextlib.suppress(OSError):
+                self.namespace = os.readlink(f"/proc/{self.pid}/ns/pid_for_children")
         self.spawn(self._read_loop())
+
+    def processes(self) -> list[ProcessInfo]:
+        """The worker and everything it started (by PID namespace, else process group)."""
+        if self.namespace is not None:
+            return worker_processes(namespace=self.namespace)
+        return worker_processes(self.pid)
+
+    def _cleanup(self) -> None:
+        if self.launch is not None:
+            self.launch.cleanup()
 
     async def kill(self) -> None:
         """SIGKILL the whole process group and wait until the worker is gone."""
@@ -297,6 +368,8 @@ class WorkerProcess:
         _killpg(self.pid, signal.SIGKILL)
         self.returncode = self._proc.wait()
         self.reusable = False
+        self.memory_exceeded = self.launch is not None and self.launch.memory_exceeded()
+        self.loop.run_in_executor(None, self._cleanup)
         self.exited.set()
         if self._run is not None:
             self.spawn(self._finish_after_exit(self._run))
@@ -311,7 +384,10 @@ class WorkerProcess:
             await asyncio.wait_for(self._read_done.wait(), DRAIN_AFTER_EXIT_SECONDS)
         run.reported.set()
         assert self.returncode is not None
-        run.resolve(run.decision or run.outcome or Outcome("failed", crash_error(self.returncode)))
+        crash = crash_error(self.returncode)
+        if self.memory_exceeded and self.launch is not None:
+            crash = memory_error(self.launch.limits.memory_mb)
+        run.resolve(run.decision or run.outcome or Outcome("failed", crash))
 
     # -- frames ------------------------------------------------------------------------
     async def _read_frame(self) -> tuple[dict[str, Any], bytes]:
@@ -568,7 +644,15 @@ class WorkerProcess:
         return None
 
 
-__all__ = ["WorkerProcess", "WorkerStartError", "crash_error", "group_processes"]
+__all__ = [
+    "ProcessInfo",
+    "WorkerProcess",
+    "WorkerStartError",
+    "crash_error",
+    "group_processes",
+    "memory_error",
+    "worker_processes",
+]
 
 
 def _host_error(exc: Exception) -> tuple[str, str]:

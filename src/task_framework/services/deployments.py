@@ -35,6 +35,7 @@ from task_framework.models._time import format_ts, utcnow
 from task_framework.observability.metrics import Metrics
 from task_framework.runner.base import Runner
 from task_framework.runner.envs import EnvironmentBuilder
+from task_framework.runner.sandbox import parse_resources
 from task_framework.services.auth import Principal
 from task_framework.services.packages import (
     ExtractedPackage,
@@ -94,6 +95,7 @@ def _definition(
         deps_dir=root,
         zip_hash=zip_hash,
         deployed_at=deployed_at,
+        resources=parse_resources(meta),
     )
 
 

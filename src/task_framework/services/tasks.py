@@ -25,7 +25,8 @@ from task_framework.errors import (
     TaskSelectionError,
 )
 from task_framework.models._time import utcnow
-from task_framework.runner.base import TaskEnv, TaskSpec
+from task_framework.runner.base import TaskEnv, TaskResources, TaskSpec
+from task_framework.runner.sandbox import parse_resources
 from task_framework.runner.envs import DEPENDENCY_FILES
 
 SAFE_IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -57,6 +58,8 @@ class TaskDefinition:
     deployed_at: datetime = field(default_factory=utcnow)
     zip_hash: str | None = None
     env: TaskEnv | None = None
+    resources: TaskResources = field(default_factory=TaskResources)
+    """``resources`` and ``network`` of its metadata (the sandbox's limits for it)."""
     _token: tuple[float, str] = (0.0, "")
     _deps_seen: tuple[tuple[str, int, int], ...] | None = None
     _deps_checked: float = 0.0
@@ -116,6 +119,7 @@ class TaskDefinition:
             code_dir=self.code_dir,
             env=self.env,
             code_token=self.code_token(),
+            resources=self.resources,
         )
 
     def summary_metadata(self) -> dict[str, Any]:
@@ -162,7 +166,12 @@ def parse_metadata(raw: dict[str, Any], *, default_version: str | None = None) -
         if not isinstance(req.get("name"), str) or not req["name"]:
             raise InvalidTaskPackage("every requirement needs a 'name'")
     description = raw.get("description") or ""
+    try:
+        sandbox = parse_resources(raw)
+    except ValueError as exc:
+        raise InvalidTaskPackage(str(exc)) from None
     return {
+        **sandbox.as_metadata(),
         "task_id": name,
         "version": version,
         "entry_point": entry_point,
@@ -201,8 +210,15 @@ def load_dev_task(folder: Path) -> TaskDefinition:
     code_dir = folder / "src" if (folder / "src").is_dir() else folder
     if not entry_module_exists(code_dir, meta["entry_point"]):
         raise InvalidTaskPackage(f"entry module of '{meta['entry_point']}' not found in {code_dir}")
+    resources = parse_resources(meta)
+    meta = {k: v for k, v in meta.items() if k not in ("resources", "network")}
     return TaskDefinition(
-        name=meta["task_id"], code_dir=code_dir, deps_dir=folder, dev=True, **meta
+        name=meta["task_id"],
+        code_dir=code_dir,
+        deps_dir=folder,
+        dev=True,
+        resources=resources,
+        **meta,
     )
 
 
