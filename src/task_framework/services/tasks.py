@@ -26,8 +26,8 @@ from task_framework.errors import (
 )
 from task_framework.models._time import utcnow
 from task_framework.runner.base import TaskEnv, TaskResources, TaskSpec
-from task_framework.runner.sandbox import parse_resources
 from task_framework.runner.envs import DEPENDENCY_FILES
+from task_framework.runner.sandbox import parse_resources
 
 SAFE_IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ENTRY_POINT = re.compile(
