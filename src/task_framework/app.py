@@ -34,6 +34,7 @@ from task_framework.api.routes import webhooks as webhook_routes
 from task_framework.observability.metrics import Metrics
 from task_framework.runner.base import Runner
 from task_framework.runner.envs import EnvironmentBuilder
+from task_framework.runner.sandbox import LimitPolicy, Sandbox
 from task_framework.services.auth import KeyRing
 from task_framework.services.cluster_stats import refresh_forever
 from task_framework.services.credentials import CredentialService, TaskConfigService
@@ -87,6 +88,8 @@ class Services:
     schedules: ScheduleService
     scheduler: Scheduler
     files: Any = None
+    sandbox: Sandbox | None = None
+    """The runner's sandbox (None when the runner is not the process pool)."""
     generated_keys: dict[str, str] = field(default_factory=dict)
 
     async def delete_files(self, refs: list[str]) -> None:
@@ -104,7 +107,22 @@ class Services:
         return self.scheduler.running
 
 
-def _build_runner(settings: Settings, metrics: Metrics) -> Runner:
+def limit_policy(settings: Settings) -> LimitPolicy:
+    return LimitPolicy(
+        memory_mb=settings.worker_max_memory_mb,
+        max_memory_mb=settings.task_max_memory_mb,
+        cpu_seconds=settings.task_cpu_seconds,
+        max_cpu_seconds=settings.task_max_cpu_seconds,
+        processes=settings.task_processes,
+        max_processes=settings.task_max_processes,
+        timeout_seconds=settings.task_timeout_seconds,
+        max_timeout_seconds=settings.task_max_timeout_seconds,
+        network=settings.task_network,
+        allow_outbound=settings.task_allow_outbound,
+    )
+
+
+def _build_runner(settings: Settings, metrics: Metrics, sandbox: Sandbox) -> Runner:
     from task_framework.runner.pool import ProcessRunner
 
     return ProcessRunner(
@@ -113,8 +131,9 @@ def _build_runner(settings: Settings, metrics: Metrics) -> Runner:
         idle_seconds=settings.worker_idle_seconds,
         max_runs_per_worker=settings.worker_max_runs,
         stop_grace_seconds=settings.stop_grace_seconds,
-        max_memory_mb=settings.worker_max_memory_mb,
         on_worker_start=metrics.record_worker_start,
+        sandbox=sandbox,
+        reuse=settings.worker_reuse,
     )
 
 
@@ -123,7 +142,13 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
     metrics = Metrics()
     registry = TaskRegistry()
     builder = EnvironmentBuilder(settings.resolved_venvs_dir, uv_cache_dir=settings.uv_cache_dir)
-    runner = runner or _build_runner(settings, metrics)
+    sandbox = Sandbox(
+        settings.sandbox,
+        data_dir=settings.data_dir,
+        policy=limit_policy(settings),
+        uid_base=settings.sandbox_uid_base,
+    )
+    runner = runner or _build_runner(settings, metrics, sandbox)
     settings_service = SettingsService(db, default_max_concurrent=settings.max_concurrent_threads)
     credentials = CredentialService(db)
     task_configs = TaskConfigService(db, registry, credentials)
@@ -144,6 +169,7 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         on_crash=metrics.record_worker_crash,
         on_artifact=metrics.record_artifact_created,
         config=task_configs,
+        limits=sandbox.policy,
     )
     thread_service = ThreadService(db, registry, executor)
     deployments = DeploymentService(
@@ -205,6 +231,7 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
     schedule_service.on_change = scheduler.changed
     executor.add_settle_listener(scheduler.thread_settled)
     return Services(
+        sandbox=getattr(runner, "sandbox", None),
         settings=settings,
         db=db,
         metrics=metrics,
@@ -338,6 +365,10 @@ def create_app(
             svc.db, encryption_key=settings.encryption_key, data_dir=settings.data_dir.resolve()
         )
         svc.generated_keys = await _bootstrap_keys(svc)
+        if svc.sandbox is not None:
+            # Strict mode refuses to start here; otherwise missing layers are logged once.
+            layers = await asyncio.to_thread(svc.sandbox.detect)
+            svc.metrics.set_sandbox_layers(layers.in_force(), svc.sandbox.health()["missing"])
         await _load_dev_tasks(svc, settings.dev_tasks)
         await svc.deployments.start()
         await svc.executor.start()

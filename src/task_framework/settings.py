@@ -171,12 +171,108 @@ class Settings(BaseSettings):
         description="A worker process is replaced after running this many threads.",
     )
     worker_max_memory_mb: int = Field(
-        0,
+        2048,
         ge=0,
         validation_alias=_env("WORKER_MAX_MEMORY_MB"),
         description=(
-            "Limit on the resident memory of a running thread's process group; "
-            "over it the thread fails with `TASK_CRASHED`. 0 = no limit."
+            "Default memory limit of a task, in MiB, for its worker and everything it "
+            "starts (a cgroup where the host allows, else resident memory and address "
+            "space); over it the thread fails with `TASK_CRASHED`. `resources.memory_mb` "
+            "in `task_metadata.json` overrides it. 0 = no limit."
+        ),
+    )
+    task_max_memory_mb: int = Field(
+        0,
+        ge=0,
+        validation_alias=_env("TASK_MAX_MEMORY_MB"),
+        description="Ceiling for `resources.memory_mb` of any task, in MiB (0 = none).",
+    )
+    task_cpu_seconds: int = Field(
+        3600,
+        ge=0,
+        validation_alias=_env("TASK_CPU_SECONDS"),
+        description=(
+            "Default CPU time limit of one thread (its worker and all its processes), in "
+            "seconds; over it the thread fails with `TASK_CRASHED`. 0 = no limit."
+        ),
+    )
+    task_max_cpu_seconds: int = Field(
+        0,
+        ge=0,
+        validation_alias=_env("TASK_MAX_CPU_SECONDS"),
+        description="Ceiling for `resources.cpu_seconds` of any task (0 = none).",
+    )
+    task_processes: int = Field(
+        256,
+        ge=0,
+        validation_alias=_env("TASK_PROCESSES"),
+        description=(
+            "Default limit on the processes and threads a worker may have at once "
+            "(a fork bomb stops there). 0 = no limit."
+        ),
+    )
+    task_max_processes: int = Field(
+        0,
+        ge=0,
+        validation_alias=_env("TASK_MAX_PROCESSES"),
+        description="Ceiling for `resources.max_processes` of any task (0 = none).",
+    )
+    task_timeout_seconds: int = Field(
+        3600,
+        ge=0,
+        validation_alias=_env("TASK_TIMEOUT_SECONDS"),
+        description=(
+            "Wall-time limit of a thread that sets no `timeout_seconds`, unless its task's "
+            "`resources.timeout_seconds` says otherwise. 0 = no limit."
+        ),
+    )
+    task_max_timeout_seconds: int = Field(
+        0,
+        ge=0,
+        validation_alias=_env("TASK_MAX_TIMEOUT_SECONDS"),
+        description=(
+            "Ceiling for any thread's wall time (`timeout_seconds` of the request or of the "
+            "task), in seconds (0 = none)."
+        ),
+    )
+    task_network: Literal["none", "outbound"] = Field(
+        "outbound",
+        validation_alias=_env("TASK_NETWORK"),
+        description=(
+            "Network of tasks whose metadata sets no `network`: `outbound` (the host's "
+            "network) or `none` (an empty network namespace)."
+        ),
+    )
+    task_allow_outbound: bool = Field(
+        True,
+        validation_alias=_env("TASK_ALLOW_OUTBOUND"),
+        description="false: every task runs with `network: none`, whatever its metadata says.",
+    )
+    sandbox: Literal["auto", "strict", "off"] = Field(
+        "auto",
+        validation_alias=_env("SANDBOX"),
+        description=(
+            "`auto`: confine task processes with every layer the host offers and report "
+            "the missing ones; `strict`: refuse to start unless all are available; "
+            "`off`: run task code unconfined (debugging only)."
+        ),
+    )
+    sandbox_uid_base: int = Field(
+        200000,
+        ge=1,
+        validation_alias=_env("SANDBOX_UID_BASE"),
+        description=(
+            "When the server runs as root, each worker runs as its own uid and gid "
+            "from this number up (no account needs to exist)."
+        ),
+    )
+    worker_reuse: Literal["owner", "task", "never"] = Field(
+        "owner",
+        validation_alias=_env("WORKER_REUSE"),
+        description=(
+            "Which threads a warm worker may run after its first: `owner` (same task "
+            "version and same `(app_id, user_id)`), `task` (same task version, any owner) "
+            "or `never` (a fresh worker per thread)."
         ),
     )
     log_level: str = Field(

@@ -184,6 +184,11 @@ class Metrics:
         self.workers_idle = gauge("workers_idle", "Worker processes waiting for work.")
         self.worker_starts = counter("worker_starts", "Worker processes started.")
         self.worker_crashes = counter("worker_crashes", "Worker processes that died unexpectedly.")
+        self.sandbox_layer = gauge(
+            "sandbox_layer",
+            "1 for each confinement layer of task processes in force here, 0 if missing.",
+            ["layer"],
+        )
         self.env_builds = counter(
             "env_builds", "Task environment builds, per outcome.", ["outcome"]
         )
@@ -289,6 +294,12 @@ class Metrics:
 
     def record_worker_crash(self) -> None:
         self.worker_crashes.inc()
+
+    def set_sandbox_layers(self, in_force: Iterable[str], missing: Iterable[str]) -> None:
+        for layer in in_force:
+            self.sandbox_layer.labels(layer=layer).set(1)
+        for layer in missing:
+            self.sandbox_layer.labels(layer=layer).set(0)
 
     def record_env_build(self, outcome: str, duration_s: float | None) -> None:
         """An environment build ended with ``outcome`` (e.g. ``built``, ``cached``, ``failed``)."""

@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -322,32 +323,39 @@ class Sandbox:
             layers.reasons["all"] = f"not Linux ({sys.platform})"
             return self._settle(layers)
         root = os.geteuid() == 0
-        layers.rlimits = self._probe(layers, "rlimits", {"rlimits": {"core": 0}})
-        layers.no_new_privs = self._probe(layers, "no_new_privs", {})
         ns: dict[str, Any] = {"pid_ns": True, "user_ns": not root}
-        layers.pid_namespace = self._probe(layers, "pid_namespace", ns)
-        layers.user_namespace = layers.pid_namespace and not root
-        if layers.pid_namespace:
-            layers.filesystem_view = self._probe(
-                layers, "filesystem_view", {**ns, **self._view_paths([], [])}
-            )
-            layers.network_namespace = self._probe(
-                layers, "network_namespace", {**ns, "net_ns": True}
-            )
+        view = {**ns, **self._view_paths([], [])}
+        plans: dict[str, dict[str, Any]] = {
+            "rlimits": {"rlimits": {"core": 0}},
+            "no_new_privs": {},
+            "pid_namespace": ns,
+            "filesystem_view": view,
+            "network_namespace": {**ns, "net_ns": True},
+        }
         abi = confine.landlock_abi()
-        if abi and self._probe(layers, "landlock", {"landlock": True, **self._probe_paths()}):
-            layers.landlock_abi = abi
-        elif not abi:
+        if abi:
+            plans["landlock"] = {"landlock": True, **self._probe_paths()}
+        else:
             layers.reasons["landlock"] = "the kernel offers no Landlock (Linux 5.13+, enabled LSM)"
         if root:
+            plans["separate_uid"] = {**view, "uid": self.uid_base, "gid": self.uid_base}
+        # The probes are independent processes: run them side by side.
+        with ThreadPoolExecutor(len(plans)) as pool:
+            outcomes = pool.map(lambda item: self._probe(layers, *item), plans.items())
+            ok = dict(zip(plans, outcomes, strict=True))
+        layers.rlimits = ok["rlimits"]
+        layers.no_new_privs = ok["no_new_privs"]
+        layers.pid_namespace = ok["pid_namespace"]
+        layers.user_namespace = layers.pid_namespace and not root
+        layers.filesystem_view = layers.pid_namespace and ok["filesystem_view"]
+        layers.network_namespace = layers.pid_namespace and ok["network_namespace"]
+        layers.landlock_abi = abi if ok.get("landlock") else 0
+        if root:
+            layers.separate_uid = layers.filesystem_view and ok["separate_uid"]
             if not layers.filesystem_view:
                 layers.reasons["separate_uid"] = (
                     "needs the filesystem view (task files lie in root's private directories)"
                 )
-            else:
-                uid = {"uid": self.uid_base, "gid": self.uid_base}
-                plan = {**ns, **self._view_paths([], []), **uid}
-                layers.separate_uid = self._probe(layers, "separate_uid", plan)
         kind, bases = _cgroup_bases()
         if kind is None:
             layers.reasons["cgroup"] = (

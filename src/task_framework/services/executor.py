@@ -30,8 +30,10 @@ from task_framework.runner.base import (
     Outcome,
     Runner,
     RunRequest,
+    TaskResources,
 )
 from task_framework.runner.envs import EnvironmentBuilder
+from task_framework.runner.sandbox import LimitPolicy
 from task_framework.services.events import THREAD_TERMINAL_EVENTS, insert_events, thread_event
 from task_framework.services.host import FileStore, ThreadHost
 from task_framework.services.settings import SettingsService
@@ -85,6 +87,8 @@ class _Claimed:
     token: int
     created_by_admin: bool
     timeout_seconds: int | None
+    owner: str = ""
+    """``app_id/user_id``: warm workers are not shared across owners."""
 
 
 def worker_lost_error() -> dict[str, Any]:
@@ -133,8 +137,10 @@ class Executor:
         on_finished: Callable[[str, str, float], None] | None = None,
         on_crash: Callable[[], None] | None = None,
         on_artifact: Callable[[str], None] | None = None,
+        limits: LimitPolicy | None = None,
     ) -> None:
         self.replica_id = new_id("replica")
+        self._limits = limits or LimitPolicy()
         self._db = db
         self._runner = runner
         self._registry = registry
@@ -339,11 +345,17 @@ class Executor:
         }
 
     def start_claimed(
-        self, thread: dict[str, Any], *, token: int, created_by_admin: bool, timeout: int | None
+        self,
+        thread: dict[str, Any],
+        *,
+        token: int,
+        created_by_admin: bool,
+        timeout: int | None,
+        owner: str,
     ) -> None:
         """Run a thread claimed by :meth:`claim_new`; its reservation becomes the slot."""
         self._reserved -= 1
-        self._launch(_Claimed(thread, token, created_by_admin, timeout))
+        self._launch(_Claimed(thread, token, created_by_admin, timeout, owner))
 
     def _claim(self, conn: Connection, wanted: int) -> tuple[list[_Claimed], bool]:
         """Claim up to ``wanted`` queued threads; also whether the cluster limit held
@@ -385,6 +397,7 @@ class Executor:
                 token=r.lease_token,
                 created_by_admin=bool(r.created_by_admin),
                 timeout_seconds=r.timeout_seconds,
+                owner=f"{r.app_id or ''}/{r.user_id or ''}",
             )
             for t, r in zip(loaded, rows, strict=True)
         ]
@@ -428,10 +441,15 @@ class Executor:
         """``timeout_seconds`` counts from ``started_at`` (API.md §15.2): when it runs out
         the thread becomes ``timeout`` at once, then its process is stopped like a
         ``:stop`` (cancel flag, grace period, kill)."""
-        if claimed.timeout_seconds is None:
+        meta = claimed.thread["metadata"]
+        task = self._registry.get(meta.get("task_id") or "", meta.get("task_version") or "")
+        wanted = task.resources if task is not None else TaskResources()
+        # No timeout of its own: the task's or server's default; never over the ceiling.
+        limit = self._limits.wall_limit(wanted, claimed.timeout_seconds)
+        if limit is None:
             return None
         started = datetime.fromisoformat(claimed.thread["started_at"])
-        delay = claimed.timeout_seconds - (utcnow() - started).total_seconds()
+        delay = limit - (utcnow() - started).total_seconds()
         loop = asyncio.get_running_loop()
         return loop.call_later(max(delay, 0.0), lambda: loop.create_task(self._time_out(claimed)))
 
@@ -491,6 +509,7 @@ class Executor:
             secrets=secret,
             timeout_seconds=None,  # enforced by _arm_timeout, from started_at
             log_level=self._log_level,
+            owner=claimed.owner,
         )
         host = self._host_factory(
             db=self._db,

@@ -467,6 +467,7 @@ class ThreadService:
                 token=plan.claimed_token,
                 created_by_admin=principal.is_admin,
                 timeout=body.timeout_seconds,
+                owner=f"{plan.owner[0] or ''}/{plan.owner[1] or ''}",
             )
         else:
             self._executor.wake()

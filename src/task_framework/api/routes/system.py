@@ -23,6 +23,16 @@ PROBE_TIMEOUT_SECONDS = 1.0
 METADATA_CACHE_CONTROL = "public, max-age=300"
 
 
+class SandboxModel(BaseModel):
+    mode: str
+    layers: list[str]
+    """Confinement layers of task processes in force on this replica."""
+    missing: list[str]
+    """Layers strict mode requires that this host does not offer."""
+    landlock_abi: int
+    cgroup: str | None = None
+
+
 class HealthModel(BaseModel):
     status: str
     timestamp: str
@@ -33,6 +43,7 @@ class HealthModel(BaseModel):
     workers: str | None = None
     warning: str | None = None
     reason: str | None = None
+    sandbox: SandboxModel | None = None
 
 
 async def _probe(check: Any) -> str:
@@ -72,6 +83,8 @@ async def health(svc: ServicesDep) -> Response:
         "scheduler": "running" if svc.scheduler_running() else "stopped",
         "workers": workers,
     }
+    if svc.sandbox is not None:
+        body["sandbox"] = svc.sandbox.health()
     if len(svc.registry) == 0:
         body["warning"] = "No tasks registered"
     return JSONResponse(body)
