@@ -352,6 +352,9 @@ def _publish(staging: Path, final: Path) -> None:
     if final.is_dir():
         shutil.rmtree(staging, ignore_errors=True)
         return
+    # mkdtemp made it 0700: the task's own (unprivileged) worker user must read it. The
+    # data directory around it stays private; the sandbox shows workers only their own code.
+    os.chmod(staging, 0o755)  # noqa: S103
     try:
         os.rename(staging, final)
     except OSError:
