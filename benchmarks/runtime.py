@@ -23,6 +23,7 @@ from task_framework.runner.base import LogRecord, RunRequest, TaskSpec
 from task_framework.runner.envs import EnvironmentBuilder
 from task_framework.runner.pool import ProcessRunner
 from task_framework.runner.process import WorkerProcess
+from task_framework.runner.sandbox import Sandbox, SandboxMode
 from task_framework.runner.sdk import sdk_dir
 
 BUILDS = 3
@@ -30,6 +31,7 @@ COLD_STARTS = 10
 ROUND_TRIPS = 1000
 ROUNDS = 3
 TASK = "def noop(context):\n    pass\n"
+MODES: tuple[SandboxMode, ...] = ("off", "auto")
 
 
 class NoopHost:
@@ -91,34 +93,59 @@ async def measure(root: Path) -> dict[str, str]:
     env = await EnvironmentBuilder(root / "envs").ensure(plain)
     spec = TaskSpec("bench", "1", "task:noop", plain, env)
     sdk = sdk_dir(root)
-    starts = []
+    sandboxes = {mode: Sandbox(mode, data_dir=root / f"data-{mode}") for mode in MODES}
+    starts: dict[str, list[float]] = {mode: [] for mode in MODES}
     for _ in range(COLD_STARTS):
-        worker = WorkerProcess(spec, log_flush_seconds=0.1)
-        started = time.perf_counter()
-        await worker.start(sdk)
-        starts.append(time.perf_counter() - started)
-        await worker.kill()
-    results["Cold worker start (spawn to hello, median of 10)"] = (
-        f"{statistics.median(starts) * 1000:.0f} ms"
-    )
-    runner = ProcessRunner(sdk_root=root, max_workers=1)
+        for mode, sandbox in sandboxes.items():  # interleaved: the same noise for both
+            sandbox.detect()
+            limits = sandbox.policy.resolve(spec.resources)
+            launch = sandbox.prepare(code_dir=plain, env_path=env.path, sdk_path=sdk, limits=limits)
+            worker = WorkerProcess(spec, log_flush_seconds=0.1, launch=launch)
+            started = time.perf_counter()
+            await worker.start(sdk)
+            starts[mode].append(time.perf_counter() - started)
+            await worker.kill()
+    runners = {
+        mode: ProcessRunner(sdk_root=root, max_workers=1, sandbox=sandbox)
+        for mode, sandbox in sandboxes.items()
+    }
     host = NoopHost()
-    p50s, p99s = [], []
+    p50s: dict[str, list[float]] = {mode: [] for mode in MODES}
+    p99s: dict[str, list[float]] = {mode: [] for mode in MODES}
     try:
-        await runner.run(spec, RunRequest("warmup", []), host)
+        for runner in runners.values():
+            await runner.run(spec, RunRequest("warmup", []), host)
         for _ in range(ROUNDS):
-            times = []
-            for index in range(ROUND_TRIPS):
-                started = time.perf_counter()
-                await runner.run(spec, RunRequest(f"thread_{index}", []), host)
-                times.append(time.perf_counter() - started)
-            times.sort()
-            p50s.append(times[len(times) // 2])
-            p99s.append(times[int(len(times) * 0.99)])
+            for mode, runner in runners.items():
+                times = []
+                for index in range(ROUND_TRIPS):
+                    started = time.perf_counter()
+                    await runner.run(spec, RunRequest(f"thread_{index}", []), host)
+                    times.append(time.perf_counter() - started)
+                times.sort()
+                p50s[mode].append(times[len(times) // 2])
+                p99s[mode].append(times[int(len(times) * 0.99)])
     finally:
-        await runner.close()
-    results["Warm round trip, trivial task, p50"] = f"{statistics.median(p50s) * 1000:.2f} ms"
-    results["Warm round trip, trivial task, p99"] = f"{statistics.median(p99s) * 1000:.2f} ms"
+        for runner in runners.values():
+            await runner.close()
+    layers = ", ".join(sandboxes["auto"].layers.in_force())
+    for mode, label in (("off", "unconfined"), ("auto", "every layer")):
+        results[f"Cold worker start, {label} (spawn to hello, median of {COLD_STARTS})"] = (
+            f"{statistics.median(starts[mode]) * 1000:.0f} ms"
+        )
+    for mode, label in (("off", "unconfined"), ("auto", "every layer")):
+        results[f"Warm round trip, trivial task, {label}, p50"] = (
+            f"{statistics.median(p50s[mode]) * 1000:.2f} ms"
+        )
+        results[f"Warm round trip, trivial task, {label}, p99"] = (
+            f"{statistics.median(p99s[mode]) * 1000:.2f} ms"
+        )
+    cold = statistics.median(starts["auto"]) - statistics.median(starts["off"])
+    warm = statistics.median(p50s["auto"]) - statistics.median(p50s["off"])
+    results["Sandbox cost: cold start / warm p50"] = (
+        f"{cold * 1000:+.0f} ms / {warm * 1000:+.3f} ms"
+    )
+    results["Layers in force"] = layers or "none"
     return results
 
 
@@ -138,7 +165,8 @@ def main() -> None:
         f"Measured by `benchmarks/runtime.py`. {machine_summary()}\n\n{table(results)}\n\n"
         "Builds go into fresh directories (real builds); the warm round trip is "
         f"`ProcessRunner.run` of a no-op task with a no-op host, {ROUND_TRIPS} runs, "
-        f"median of {ROUNDS} rounds."
+        f"median of {ROUNDS} rounds. Unconfined (`TASK_FRAMEWORK_SANDBOX=off`) and confined "
+        "(the default, every layer the host offers) are measured interleaved in one run."
     )
     print(body)
     if args.write is not None:

@@ -27,7 +27,6 @@ stderr naming the step: the server never runs a task with fewer layers than it r
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import json
 import os
 import resource
@@ -97,7 +96,8 @@ LINKS = (
     ("stderr", "/proc/self/fd/2"),
 )
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+# The interpreter's own symbols include libc's (find_library would run ldconfig: slow).
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class ConfineError(Exception):
@@ -342,7 +342,12 @@ def _confine_child(plan: dict[str, Any], outer: int) -> None:
     if plan.get("landlock"):
         # The view's own /proc (of its PID namespace) and tmpfs mounts.
         own = ["/proc"] if view else []
-        private = ["/tmp", "/dev/shm"] if view else []
+        private = ["/dev/shm"] if view else []
+        exposed = plan["read_only"] + plan["read_write"]
+        if view and not any(path == "/tmp" or path.startswith("/tmp/") for path in exposed):
+            # Not when binds live under /tmp (a data directory there): their skeleton
+            # directories in the private /tmp must not become writable.
+            private.append("/tmp")
         apply_landlock(plan["read_only"] + own, plan["read_write"] + private, ["/dev"])
 
 
