@@ -8,6 +8,7 @@ task out of it.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pydantic
 import pytest
 
 import task_framework
@@ -119,7 +121,7 @@ def test_unprivileged_server_confines_its_tasks(tmp_path: Path) -> None:
                 break
             os.chmod(parent, os.stat(parent).st_mode | 0o111)
     source = Path(task_framework.__file__).resolve().parents[1]
-    site = Path(__import__("pydantic").__file__).resolve().parents[1]
+    site = Path(inspect.getfile(pydantic)).resolve().parents[1]
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
