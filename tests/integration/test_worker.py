@@ -220,6 +220,29 @@ def shell_output(context):
     time.sleep(0.3)
 
 
+def square(n):
+    return n * n
+
+
+def ordinary_tools(context):
+    # What tasks do without asking: a process pool, temp files, their own package files,
+    # a subprocess, files in the working directory.
+    import multiprocessing, pathlib
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        squares = pool.map(square, [1, 2, 3])
+    with tempfile.NamedTemporaryFile("w+", suffix=".txt") as handle:
+        handle.write("temp")
+        handle.flush()
+        temp_ok = open(handle.name).read() == "temp"
+    own = "def ordinary_tools" in pathlib.Path(__file__).read_text()
+    echoed = subprocess.run(["echo", "hi"], capture_output=True, text=True).stdout.strip()
+    pathlib.Path("out.txt").write_text("local")
+    context.publish_output_artifacts_sync([{{"kind": "json", "ref": "tools", "value": {{
+        "squares": squares, "temp": temp_ok, "own": own, "echo": echoed,
+        "local": pathlib.Path("out.txt").read_text(), "cwd": os.getcwd(),
+        "tmpdir": tempfile.gettempdir()}}}}])
+
+
 def uses_fastapi(context):
     import fastapi  # noqa: F401
 
@@ -701,6 +724,23 @@ async def test_memory_limit(envs: Envs) -> None:
         assert runner.counts() == (0, 0)
     finally:
         await runner.close()
+
+
+async def test_ordinary_tools_work_in_the_sandbox(runner: ProcessRunner, envs: Envs) -> None:
+    outcome, host = await run(runner, envs.spec("ordinary_tools"))
+    assert outcome == Outcome("succeeded"), outcome
+    tools = host.value("tools")
+    assert {k: tools[k] for k in ("squares", "temp", "own", "echo", "local")} == {
+        "squares": [1, 4, 9],
+        "temp": True,
+        "own": True,
+        "echo": "hi",
+        "local": "local",
+    }
+    # Each thread works in a fresh scratch directory of its own, removed afterwards.
+    assert tools["cwd"] == tools["tmpdir"]
+    assert Path(tools["cwd"]).name.startswith("thread_")
+    assert not Path(tools["cwd"]).exists()
 
 
 async def test_output_of_subprocesses_is_captured(runner: ProcessRunner, envs: Envs) -> None:

@@ -516,6 +516,8 @@ class Worker:
             error, exit_code = invoke(fn, context)
         self._stdout.end_line()
         self._stderr.end_line()
+        if exit_code is None:
+            self._leave_scratch(workdir)  # before the outcome: the thread ends clean
         outcome = {
             "type": p.OUTCOME,
             "thread_id": thread_id,
@@ -528,7 +530,6 @@ class Worker:
         channel.thread_id = None
         if exit_code is not None:
             os._exit(exit_code)
-        self._leave_scratch(workdir)
 
     def _enter_scratch(self, thread_id: str) -> str | None:
         """A fresh working and temp directory for this thread, inside the worker's scratch."""
