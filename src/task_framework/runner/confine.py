@@ -1,6 +1,6 @@
 """The worker launcher: confine a process with the kernel's own means, then exec the worker.
 
-Run by the server as ``<server python> -I -S confine.py <plan json> -- <worker argv>``, so
+Run by the server as ``<server python> -I -S confine.py <plan> -- <worker argv>``, so
 no code of the task's environment (not even a ``.pth`` file) runs before the confinement
 is in force. Standard library only; nothing here imports ``task_framework``.
 
@@ -27,13 +27,16 @@ stderr naming the step: the server never runs a task with fewer layers than it r
 from __future__ import annotations
 
 import ctypes
-import json
+import marshal
 import os
 import resource
 import signal
 import stat
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
 
 FAILED_STATUS = 121
 MAX_FD = 65536
@@ -401,13 +404,28 @@ def launch(plan: dict[str, Any], argv: list[str]) -> None:
     os.execv(argv[0], argv)
 
 
+def dumps(plan: dict[str, Any]) -> str:
+    """The plan as one argument: marshal (no import needed to read it), in hex.
+
+    Written and read by the same interpreter (the server's), so the format always agrees.
+    """
+    return marshal.dumps(plan).hex()
+
+
+def loads(text: str) -> dict[str, Any]:
+    plan = marshal.loads(bytes.fromhex(text))  # noqa: S302 (written by our own parent)
+    if not isinstance(plan, dict):
+        raise ValueError("the plan is not a mapping")
+    return plan
+
+
 def main() -> None:
     args = sys.argv[1:]
     try:
         split = args.index("--")
-        plan = json.loads(args[0])
+        plan = loads(args[0])
         launch(plan, args[split + 1 :])
-    except (ConfineError, OSError, ValueError, KeyError) as exc:
+    except (ConfineError, OSError, ValueError, KeyError, EOFError, TypeError) as exc:
         where = ""
         if exc.__traceback__ is not None:
             tb = exc.__traceback__

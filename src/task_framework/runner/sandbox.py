@@ -10,7 +10,6 @@ cgroup, and the limits of its task (server default, ``task_metadata.json``, admi
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import secrets
@@ -400,7 +399,7 @@ class Sandbox:
 
     def _probe(self, layers: Layers, name: str, plan: dict[str, Any]) -> bool:
         full = {**plan, "parent_pid": os.getpid(), "probe": True}
-        argv = [sys.executable, "-I", "-S", CONFINE, json.dumps(full), "--", "/bin/true"]
+        argv = [sys.executable, "-I", "-S", CONFINE, confine.dumps(full), "--", "/bin/true"]
         try:
             result = subprocess.run(
                 argv,
@@ -490,7 +489,7 @@ class Sandbox:
         if layers.cgroup and self._cgroup_bases:
             launch.cgroups = self._make_cgroups(layers.cgroup, limits)
             plan["cgroups"] = [str(group / "cgroup.procs") for group in launch.cgroups]
-        launch.argv_prefix = [sys.executable, "-I", "-S", CONFINE, json.dumps(plan), "--"]
+        launch.argv_prefix = [sys.executable, "-I", "-S", CONFINE, confine.dumps(plan), "--"]
         return launch
 
     def _rlimits(self, limits: Limits, layers: Layers) -> dict[str, int]:
