@@ -149,10 +149,19 @@ async def surface_async(context):
     print("after publish")
 
 
+PROCESS_TOKEN = os.urandom(8).hex()
+
+
 def publish_pid(context, **extra):
-    # "<pid namespace>/<pid in it>": the test finds the process on the host from that.
+    # "<pid namespace>/<pid in it>#<token>": the test finds the process on the host from
+    # that; the token tells workers apart (namespace inodes are reused).
     ns = os.readlink("/proc/self/ns/pid")
-    value = {{key: f"{{ns}}/{{pid}}" for key, pid in {{"pid": os.getpid(), **extra}}.items()}}
+    if os.path.exists("/proc/1/stat") and os.getpid() == 1:
+        # A namespace inode is reused once free: the start time of its init tells
+        # this namespace from a later one with the same number.
+        ns += "@" + open("/proc/1/stat").read().rsplit(")", 1)[1].split()[19]
+    pids = {{"pid": os.getpid(), **extra}}
+    value = {{key: f"{{ns}}/{{pid}}#{{PROCESS_TOKEN}}" for key, pid in pids.items()}}
     context.publish_output_artifacts_sync([{{"kind": "json", "ref": "pid", "value": value}}])
 
 
@@ -418,36 +427,50 @@ def _namespace(pid: int | str) -> str | None:
         return None
 
 
-def host_pid(token: str) -> int | None:
-    """The host pid of a process a task reported as "<pid namespace>/<pid in it>"."""
-    ns, _, pid = token.rpartition("/")
+def _members(token: str) -> tuple[bool, str, dict[int, str]]:
+    """(whether the token's namespace is ours, its pid, {host pid: pid in the namespace}
+    of every process still in that very namespace)."""
+    where, _, pid = token.partition("#")[0].rpartition("/")
+    ns, _, init_start = where.partition("@")
     if ns == _namespace("self"):
-        return int(pid)
+        return True, pid, {}
+    members: dict[int, str] = {}
+    init_ok = False
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and _namespace(entry) == ns:
-            try:
-                status = Path(f"/proc/{entry}/status").read_text()
-            except OSError:
-                continue
-            nspid = next(line for line in status.splitlines() if line.startswith("NSpid:"))
-            if nspid.split()[-1] == pid:
-                return int(entry)
-    return None
+        if not entry.isdigit() or _namespace(entry) != ns:
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        inner = next(line for line in status.splitlines() if line.startswith("NSpid:")).split()[-1]
+        members[int(entry)] = inner
+        fields = _stat(entry)
+        if inner == "1" and fields is not None and fields[19] == init_start:
+            init_ok = True
+    return False, pid, members if init_ok else {}
+
+
+def host_pid(token: str) -> int | None:
+    """The host pid of a process a task reported as "<namespace>/<pid in it>#..."."""
+    own, pid, members = _members(token)
+    if own:
+        return int(pid)
+    return next((host for host, inner in members.items() if inner == pid), None)
 
 
 def live_group(token: str) -> list[int]:
     """Live processes (not zombies) of the worker that reported ``token``: its process
     group, or, when it has a PID namespace of its own, everything in that namespace."""
-    ns, _, pid = token.rpartition("/")
-    own = ns == _namespace("self")
+    own, pid, members = _members(token)
     alive = []
-    for entry in os.listdir("/proc"):
+    for entry in os.listdir("/proc") if own else [str(host) for host in members]:
         if not entry.isdigit():
             continue
         fields = _stat(entry)
         if fields is None or fields[0] == "Z":
             continue
-        if (own and int(fields[2]) == int(pid)) or (not own and _namespace(entry) == ns):
+        if not own or int(fields[2]) == int(pid):
             alive.append(int(entry))
     return alive
 
