@@ -356,8 +356,15 @@ def _confine_child(plan: dict[str, Any], outer: int) -> None:
 
 def _wait_as_outer(child: int) -> None:
     """Stay outside the namespace until the child ends, then end the same way."""
+
+    def forward(signum: int, _frame: object) -> None:
+        try:  # noqa: SIM105 (contextlib would cost the launcher an import)
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass  # it has just ended: waitpid below reports how
+
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, lambda sig, _frame: os.kill(child, sig))
+        signal.signal(signum, forward)
     while True:
         try:
             _, status = os.waitpid(child, 0)
