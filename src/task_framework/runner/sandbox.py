@@ -222,6 +222,16 @@ def _cgroup_bases() -> tuple[str | None, list[Path]]:
     return None, []
 
 
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _can_make_child(base: Path) -> bool:
     probe = base / f"tf-probe-{secrets.token_hex(4)}"
     try:
@@ -300,6 +310,7 @@ class Sandbox:
         self._detected = False
         self._cgroup_bases: list[Path] = []
         self._uids_in_use: set[int] = set()
+        self._scratch: Path | None = None
 
     # -- detection -----------------------------------------------------------------------
     @property
@@ -382,9 +393,24 @@ class Sandbox:
         return layers
 
     def _probe_paths(self) -> dict[str, Any]:
-        scratch = self.data_dir / "scratch"
-        scratch.mkdir(parents=True, exist_ok=True)
-        return {"read_only": self._system_paths(), "read_write": [str(scratch)]}
+        return {"read_only": self._system_paths(), "read_write": [str(self._scratch_root())]}
+
+    def _scratch_root(self) -> Path:
+        """``<DATA_DIR>/scratch/<pid>-<token>``: this process's workers' scratch folders.
+
+        Made once; folders left by processes that are gone (a crash, ``kill -9``) are
+        removed then. Several processes may share the data directory.
+        """
+        if self._scratch is None:
+            parent = self.data_dir / "scratch"
+            parent.mkdir(parents=True, exist_ok=True)
+            for old in parent.iterdir():
+                pid, _, _ = old.name.partition("-")
+                if pid.isdigit() and not _process_exists(int(pid)):
+                    shutil.rmtree(old, ignore_errors=True)
+            self._scratch = parent / f"{os.getpid()}-{secrets.token_hex(4)}"
+            self._scratch.mkdir(mode=0o700)
+        return self._scratch
 
     def _view_paths(self, read_only: list[str], read_write: list[str]) -> dict[str, Any]:
         view = self.data_dir / "sandbox-root"
@@ -448,9 +474,7 @@ class Sandbox:
     ) -> WorkerLaunch:
         """A scratch directory, user id, cgroups and the launcher command for one worker."""
         layers = self.detect()
-        scratch_root = self.data_dir / "scratch"
-        scratch_root.mkdir(parents=True, exist_ok=True)
-        scratch = scratch_root / secrets.token_hex(8)
+        scratch = self._scratch_root() / secrets.token_hex(8)
         scratch.mkdir(mode=0o700)
         if self.mode == "off":
             return WorkerLaunch([], scratch, limits, pid_namespace=False)
