@@ -31,9 +31,11 @@ from task_framework.runner.base import (
 )
 from task_framework.runner.process import (
     CRASH_TYPE,
+    ProcessInfo,
     WorkerProcess,
     WorkerStartError,
     memory_error,
+    scan_processes,
 )
 from task_framework.runner.sandbox import LimitPolicy, Sandbox, WorkerReuse
 
@@ -363,31 +365,44 @@ class ProcessRunner:
 
     async def _watch_limits(self) -> None:
         """CPU time per thread, and resident memory where no cgroup limits it, summed over
-        the worker and everything it started."""
+        the worker and everything it started (one pass over /proc per look)."""
         while True:
             await asyncio.sleep(LIMITS_POLL_SECONDS)
-            for thread_id, worker in list(self._running.items()):
-                launch = worker.launch
-                if launch is None:
-                    continue
-                limits = launch.limits
-                watch_memory = limits.memory_mb and not launch.cgroups
-                if not (watch_memory or limits.cpu_seconds):
-                    continue
-                processes = await asyncio.to_thread(worker.processes)
-                if watch_memory:
-                    resident = sum(p.rss_pages for p in processes) * _PAGE_BYTES
-                    if resident > limits.memory_mb * _MIB:
-                        error = memory_error(limits.memory_mb)
-                        self._end_soon(worker, Outcome("failed", error), 0)
-                        continue
-                if limits.cpu_seconds:
-                    ticks = sum(p.cpu_ticks for p in processes)
-                    start = self._cpu_start.setdefault(thread_id, ticks)
-                    if ticks - start > limits.cpu_seconds * _CLOCK_TICKS:
-                        message = f"Task exceeded its CPU time limit of {limits.cpu_seconds} s"
-                        error = ErrorInfo(TASK_CRASHED, message, CRASH_TYPE)
-                        self._end_soon(worker, Outcome("failed", error), 0)
+            watched = [
+                (thread_id, worker)
+                for thread_id, worker in self._running.items()
+                if worker.launch is not None
+                and (worker.launch.limits.cpu_seconds or self._watches_memory(worker))
+            ]
+            if not watched:
+                continue
+            scan = await asyncio.to_thread(scan_processes)
+            for thread_id, worker in watched:
+                processes = [info for ns, group, info in scan if worker.owns(ns, group)]
+                self._check_limits(thread_id, worker, processes)
+
+    @staticmethod
+    def _watches_memory(worker: WorkerProcess) -> bool:
+        launch = worker.launch
+        return launch is not None and bool(launch.limits.memory_mb) and not launch.cgroups
+
+    def _check_limits(
+        self, thread_id: str, worker: WorkerProcess, processes: list[ProcessInfo]
+    ) -> None:
+        assert worker.launch is not None
+        limits = worker.launch.limits
+        if self._watches_memory(worker):
+            resident = sum(p.rss_pages for p in processes) * _PAGE_BYTES
+            if resident > limits.memory_mb * _MIB:
+                self._end_soon(worker, Outcome("failed", memory_error(limits.memory_mb)), 0)
+                return
+        if limits.cpu_seconds:
+            ticks = sum(p.cpu_ticks for p in processes)
+            start = self._cpu_start.setdefault(thread_id, ticks)
+            if ticks - start > limits.cpu_seconds * _CLOCK_TICKS:
+                message = f"Task exceeded its CPU time limit of {limits.cpu_seconds} s"
+                error = ErrorInfo(TASK_CRASHED, message, CRASH_TYPE)
+                self._end_soon(worker, Outcome("failed", error), 0)
 
 
 __all__ = ["ProcessRunner"]

@@ -98,14 +98,11 @@ def _pid_namespace(pid: int) -> str | None:
         return None
 
 
-def worker_processes(pgid: int = 0, namespace: str | None = None) -> list[ProcessInfo]:
-    """Every process of process group ``pgid``, or of PID namespace ``namespace`` (the
-    ``pid:[inode]`` of ``/proc/<pid>/ns/pid``), from /proc."""
+def scan_processes(namespaces: bool = True) -> list[tuple[str | None, int, ProcessInfo]]:
+    """(PID namespace, process group, info) of every process, from one pass over /proc."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
-            continue
-        if namespace is not None and _pid_namespace(int(entry)) != namespace:
             continue
         try:
             with open(f"/proc/{entry}/stat", "rb") as handle:
@@ -114,15 +111,11 @@ def worker_processes(pgid: int = 0, namespace: str | None = None) -> list[Proces
             continue
         # After the command name: state ppid pgrp ...; utime..cstime are fields 14-17 and
         # rss is field 24 (indexes 11-14 and 21 here).
-        if namespace is not None or int(fields[2]) == pgid:
-            ticks = sum(int(value) for value in fields[11:15])
-            found.append(ProcessInfo(int(entry), fields[0].decode(), int(fields[21]), ticks))
+        ticks = sum(int(value) for value in fields[11:15])
+        info = ProcessInfo(int(entry), fields[0].decode(), int(fields[21]), ticks)
+        namespace = _pid_namespace(info.pid) if namespaces else None
+        found.append((namespace, int(fields[2]), info))
     return found
-
-
-def group_processes(pgid: int) -> list[tuple[int, str, int]]:
-    """(pid, state, rss pages) of every process in process group ``pgid``."""
-    return [(info.pid, info.state, info.rss_pages) for info in worker_processes(pgid)]
 
 
 def _killpg(pgid: int, signum: int) -> None:
@@ -310,11 +303,11 @@ class WorkerProcess:
                 self.namespace = os.readlink(f"/proc/{self.pid}/ns/pid_for_children")
         self.spawn(self._read_loop())
 
-    def processes(self) -> list[ProcessInfo]:
-        """The worker and everything it started (by PID namespace, else process group)."""
+    def owns(self, namespace: str | None, group: int) -> bool:
+        """Whether a process of ``scan_processes`` belongs to this worker."""
         if self.namespace is not None:
-            return worker_processes(namespace=self.namespace)
-        return worker_processes(self.pid)
+            return namespace == self.namespace
+        return group == self.pid
 
     def _cleanup(self) -> None:
         if self.launch is not None:
@@ -649,9 +642,8 @@ __all__ = [
     "WorkerProcess",
     "WorkerStartError",
     "crash_error",
-    "group_processes",
     "memory_error",
-    "worker_processes",
+    "scan_processes",
 ]
 
 
