@@ -20,6 +20,7 @@ import pytest
 from cryptography.fernet import Fernet
 from fastapi import FastAPI
 
+from procs import readable_by_workers
 from task_framework.app import Services, create_app
 from task_framework.settings import Settings
 
@@ -123,6 +124,8 @@ async def make_server(tmp_path: Path, shared_venvs: Path) -> AsyncIterator[Serve
             "encryption_key": Fernet.generate_key().decode(),
             **overrides,
         }
+        for folder in values["dev_tasks"]:
+            readable_by_workers(Path(folder))
         settings = Settings(**values)
         app = create_app(settings)
         lifespan = app.router.lifespan_context(app)

@@ -20,6 +20,101 @@ USER = {"X-API-Key": USER_KEY, "X-App-Id": "app1", "X-User-Id": "user1"}
 TERMINAL = {"succeeded", "failed", "stopped", "timeout", "expired"}
 
 
+PROCESS_ID = '''
+def process_id():
+    """This process as the host can find it: "<pid namespace>[@<its init's start>]/<pid>".
+
+    A sandboxed task is PID 1 of a namespace of its own, so its pid alone says nothing
+    outside; namespace inodes are reused, so the start time of the namespace's init tells
+    this one from a later one.
+    """
+    import os
+    ns = os.readlink("/proc/self/ns/pid")
+    if os.getpid() == 1:
+        with open("/proc/1/stat") as handle:
+            ns += "@" + handle.read().rsplit(")", 1)[1].split()[19]
+    return f"{ns}/{os.getpid()}"
+'''
+"""Source of ``process_id()`` for test tasks; the helpers below read what it returns."""
+
+
+def _stat(pid: int | str) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _namespace(pid: int | str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def _members(token: str) -> tuple[bool, str, dict[int, str]]:
+    """(whether the token's namespace is ours, its pid, {host pid: pid in the namespace}
+    of every process still in that very namespace)."""
+    where, _, pid = token.partition("#")[0].rpartition("/")
+    ns, _, init_start = where.partition("@")
+    if ns == _namespace("self"):
+        return True, pid, {}
+    members: dict[int, str] = {}
+    init_ok = False
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or _namespace(entry) != ns:
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        inner = next(line for line in status.splitlines() if line.startswith("NSpid:")).split()[-1]
+        members[int(entry)] = inner
+        fields = _stat(entry)
+        if inner == "1" and fields is not None and fields[19] == init_start:
+            init_ok = True
+    return False, pid, members if init_ok else {}
+
+
+def host_pid(token: str) -> int | None:
+    """The host pid of a process a task reported as "<namespace>/<pid in it>#..."."""
+    own, pid, members = _members(token)
+    if own:
+        return int(pid)
+    return next((host for host, inner in members.items() if inner == pid), None)
+
+
+def live_processes(token: str) -> list[int]:
+    """Live processes (not zombies) of the worker that reported ``token``: its process
+    group, or, when it has a PID namespace of its own, everything in that namespace."""
+    own, pid, members = _members(token)
+    alive = []
+    for entry in os.listdir("/proc") if own else [str(host) for host in members]:
+        if not entry.isdigit():
+            continue
+        fields = _stat(entry)
+        if fields is None or fields[0] == "Z":
+            continue
+        if not own or int(fields[2]) == int(pid):
+            alive.append(int(entry))
+    return alive
+
+
+def process_alive(token: str) -> bool:
+    pid = host_pid(token)
+    fields = _stat(pid) if pid is not None else None
+    return fields is not None and fields[0] != "Z"
+
+
+def readable_by_workers(folder: Path) -> Path:
+    """Open a task folder of the test to the sandbox's worker uid (as a real task folder
+    is): pytest makes its temporary folders 0700."""
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(path.stat().st_mode | (0o055 if path.is_dir() else 0o044))
+    return folder
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -50,6 +145,7 @@ class Process:
         if not worker:
             args += ["--port", str(self.port)]
         for task in tasks:
+            readable_by_workers(task)
             args += ["--dev-task", str(task)]
         args += extra_args or []
         environment = {

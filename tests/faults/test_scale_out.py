@@ -55,6 +55,10 @@ def _env(postgres_url: str, key: str, **extra: str) -> dict[str, str]:
         "TASK_FRAMEWORK_ENCRYPTION_KEY": key,
         "TASK_FRAMEWORK_THREAD_LEASE_SECONDS": str(LEASE_SECONDS),
         "TASK_FRAMEWORK_SHUTDOWN_GRACE_SECONDS": "2",
+        # The recording task writes a ledger outside any sandbox on purpose: it is how
+        # these tests see, from outside, which threads ran and how often. The sandbox
+        # would (rightly) refuse that write; tests/security covers the sandbox.
+        "TASK_FRAMEWORK_SANDBOX": "off",
         **extra,
     }
 

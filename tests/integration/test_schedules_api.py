@@ -8,7 +8,6 @@ rest without waiting for the clock.
 from __future__ import annotations
 
 import asyncio
-import os
 import textwrap
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -20,6 +19,7 @@ import pytest
 from sqlalchemy import update
 
 from conftest import Server, ServerFactory
+from procs import PROCESS_ID, process_alive
 from task_framework.store.tables import schedules
 
 TEMPLATE = [{"kind": "json", "value": {"name": "Ada"}}]
@@ -410,10 +410,11 @@ async def test_forbid_and_replace(
         from task_framework.models.artifact import Artifact
 
         def main(context):
-            pid = {"pid": os.getpid()}
+            pid = {"pid": process_id()}
             context.publish_output_artifacts_sync([Artifact(kind="json", ref="pid", value=pid)])
             time.sleep(60)
-        """,
+        """
+        + textwrap.indent(PROCESS_ID, " " * 8),
     )
     server = await make_server(database_url=database_url, dev_tasks=[sleepy])
     sid = (await create(server, concurrency_policy="forbid"))["id"]
@@ -448,17 +449,13 @@ async def test_forbid_and_replace(
     )
 
 
-async def _published_pid(server: Server, thread_id: str) -> int | None:
+async def _published_pid(server: Server, thread_id: str) -> str | None:
     outputs = (await thread(server, thread_id))["outputs"]
-    return int(outputs[0]["value"]["pid"]) if outputs else None
+    return str(outputs[0]["value"]["pid"]) if outputs else None
 
 
-async def _process_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
+async def _process_gone(process: str) -> bool:
+    return not process_alive(process)
 
 
 async def test_trigger_conflict_in_same_second(make_server: ServerFactory) -> None:

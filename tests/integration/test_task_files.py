@@ -96,7 +96,7 @@ async def run_thread(server: Server, body: dict[str, Any]) -> dict[str, Any]:
     )
     assert response.status_code == 201, response.text
     thread: dict[str, Any] = response.json()
-    assert thread["state"] == "succeeded", thread
+    assert thread["state"] == "succeeded", thread["error"]
     return thread
 
 

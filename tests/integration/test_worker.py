@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from procs import PROCESS_ID, host_pid, live_processes, process_alive
 from task_framework.errors import ArtifactValidationError, NotFound
 from task_framework.runner.base import LogRecord, Outcome, RunRequest, TaskEnv, TaskSpec
 from task_framework.runner.envs import EnvironmentBuilder
@@ -150,18 +150,13 @@ async def surface_async(context):
 
 
 PROCESS_TOKEN = os.urandom(8).hex()
-
+{process_id}
 
 def publish_pid(context, **extra):
-    # "<pid namespace>/<pid in it>#<token>": the test finds the process on the host from
-    # that; the token tells workers apart (namespace inodes are reused).
-    ns = os.readlink("/proc/self/ns/pid")
-    if os.path.exists("/proc/1/stat") and os.getpid() == 1:
-        # A namespace inode is reused once free: the start time of its init tells
-        # this namespace from a later one with the same number.
-        ns += "@" + open("/proc/1/stat").read().rsplit(")", 1)[1].split()[19]
+    # process_id() finds the worker from the host; the token tells workers apart.
+    where = process_id().rpartition("/")[0]
     pids = {{"pid": os.getpid(), **extra}}
-    value = {{key: f"{{ns}}/{{pid}}#{{PROCESS_TOKEN}}" for key, pid in pids.items()}}
+    value = {{key: f"{{where}}/{{pid}}#{{PROCESS_TOKEN}}" for key, pid in pids.items()}}
     context.publish_output_artifacts_sync([{{"kind": "json", "ref": "pid", "value": value}}])
 
 
@@ -382,7 +377,9 @@ def envs(tmp_path_factory: pytest.TempPathFactory) -> Envs:
     root = tmp_path_factory.mktemp("runner")
     tasks_dir = root / "tasks"
     tasks_dir.mkdir()
-    (tasks_dir / "tasks.py").write_text(TASKS.format(upload_bytes=UPLOAD_BYTES))
+    (tasks_dir / "tasks.py").write_text(
+        TASKS.format(upload_bytes=UPLOAD_BYTES, process_id=PROCESS_ID)
+    )
     (tasks_dir / "broken.py").write_text("import fastapi\n\ndef main(context):\n    pass\n")
     builder = EnvironmentBuilder(root / "envs")
 
@@ -411,74 +408,6 @@ async def runner(envs: Envs) -> AsyncIterator[ProcessRunner]:
     yield runner
     await runner.close()
     assert runner.counts() == (0, 0)
-
-
-def _stat(pid: int | str) -> list[str] | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def _namespace(pid: int | str) -> str | None:
-    try:
-        return os.readlink(f"/proc/{pid}/ns/pid")
-    except OSError:
-        return None
-
-
-def _members(token: str) -> tuple[bool, str, dict[int, str]]:
-    """(whether the token's namespace is ours, its pid, {host pid: pid in the namespace}
-    of every process still in that very namespace)."""
-    where, _, pid = token.partition("#")[0].rpartition("/")
-    ns, _, init_start = where.partition("@")
-    if ns == _namespace("self"):
-        return True, pid, {}
-    members: dict[int, str] = {}
-    init_ok = False
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or _namespace(entry) != ns:
-            continue
-        try:
-            status = Path(f"/proc/{entry}/status").read_text()
-        except OSError:
-            continue
-        inner = next(line for line in status.splitlines() if line.startswith("NSpid:")).split()[-1]
-        members[int(entry)] = inner
-        fields = _stat(entry)
-        if inner == "1" and fields is not None and fields[19] == init_start:
-            init_ok = True
-    return False, pid, members if init_ok else {}
-
-
-def host_pid(token: str) -> int | None:
-    """The host pid of a process a task reported as "<namespace>/<pid in it>#..."."""
-    own, pid, members = _members(token)
-    if own:
-        return int(pid)
-    return next((host for host, inner in members.items() if inner == pid), None)
-
-
-def live_group(token: str) -> list[int]:
-    """Live processes (not zombies) of the worker that reported ``token``: its process
-    group, or, when it has a PID namespace of its own, everything in that namespace."""
-    own, pid, members = _members(token)
-    alive = []
-    for entry in os.listdir("/proc") if own else [str(host) for host in members]:
-        if not entry.isdigit():
-            continue
-        fields = _stat(entry)
-        if fields is None or fields[0] == "Z":
-            continue
-        if not own or int(fields[2]) == int(pid):
-            alive.append(int(entry))
-    return alive
-
-
-def pid_alive(token: str) -> bool:
-    pid = host_pid(token)
-    fields = _stat(pid) if pid is not None else None
-    return fields is not None and fields[0] != "Z"
 
 
 async def run(
@@ -573,7 +502,7 @@ async def test_warm_reuse_and_recycle_after_crash(runner: ProcessRunner, envs: E
     assert crashed.status == "failed"
     _, third = await run(runner, envs.spec("pid"))
     assert third.value("pid")["pid"] != first.value("pid")["pid"]
-    assert not pid_alive(first.value("pid")["pid"])
+    assert not process_alive(first.value("pid")["pid"])
 
 
 async def test_recycled_after_max_runs(envs: Envs) -> None:
@@ -601,7 +530,7 @@ async def test_successor_is_started_before_a_recycle_even_at_the_limit(envs: Env
         assert runner.counts() == (0, 1)
         _, third = await run(runner, envs.spec("pid"))
         assert third.value("pid")["pid"] != first.value("pid")["pid"]
-        assert not pid_alive(first.value("pid")["pid"])
+        assert not process_alive(first.value("pid")["pid"])
     finally:
         await runner.close()
 
@@ -613,7 +542,7 @@ async def test_idle_workers_time_out(envs: Envs) -> None:
         assert runner.counts() == (0, 1)
         await asyncio.sleep(0.8)
         assert runner.counts() == (0, 0)
-        assert not pid_alive(host.value("pid")["pid"])
+        assert not process_alive(host.value("pid")["pid"])
     finally:
         await runner.close()
 
@@ -729,8 +658,8 @@ async def test_forked_child_does_not_survive(runner: ProcessRunner, envs: Envs) 
     outcome, host = await run(runner, envs.spec("fork_child"))
     assert outcome.status == "succeeded"
     info = host.value("pid")
-    assert live_group(info["pid"]) == []
-    assert not pid_alive(info["child"])
+    assert live_processes(info["pid"]) == []
+    assert not process_alive(info["child"])
     assert runner.counts() == (0, 0)  # a worker that left children behind is not reused
 
 
@@ -827,16 +756,18 @@ def test_workers_die_with_a_killed_server(envs: Envs, tmp_path: Path) -> None:
     try:
         assert server.stdout is not None
         info = json.loads(server.stdout.readline())
-        assert pid_alive(info["pid"])
-        assert pid_alive(info["child"])
+        assert process_alive(info["pid"])
+        assert process_alive(info["child"])
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=5)
         deadline = time.monotonic() + GONE_WITHIN_SECONDS
-        while (pid_alive(info["pid"]) or pid_alive(info["child"])) and time.monotonic() < deadline:
+        while (
+            process_alive(info["pid"]) or process_alive(info["child"])
+        ) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not pid_alive(info["pid"])
-        assert not pid_alive(info["child"])
-        assert live_group(info["pid"]) == []
+        assert not process_alive(info["pid"])
+        assert not process_alive(info["child"])
+        assert live_processes(info["pid"]) == []
     finally:
         if server.poll() is None:
             server.kill()

@@ -222,6 +222,24 @@ def _cgroup_bases() -> tuple[str | None, list[Path]]:
     return None, []
 
 
+class NotShared(OSError):
+    """A task folder that the worker's own user may not read."""
+
+
+def _check_shared(folder: Path) -> None:
+    """Workers of a root server run as another user: the folder must be open to others
+    (files of the data directory are; a ``--dev-task`` folder may not be)."""
+    try:
+        mode = folder.stat().st_mode
+    except OSError as exc:
+        raise NotShared(f"cannot read {folder}: {exc.strerror}") from exc
+    if mode & 0o005 != 0o005:
+        raise NotShared(
+            f"{folder} (mode {mode & 0o777:o}) is not readable by the sandbox's worker user: "
+            f"make it readable to others (chmod -R o+rX {folder})"
+        )
+
+
 def _process_exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -478,6 +496,9 @@ class Sandbox:
         scratch.mkdir(mode=0o700)
         if self.mode == "off":
             return WorkerLaunch([], scratch, limits, pid_namespace=False)
+        if layers.separate_uid:
+            for path in (code_dir, env_path):
+                _check_shared(path)
         uid = self._take_uid() if layers.separate_uid else None
         launch = WorkerLaunch(
             [],
