@@ -11,6 +11,7 @@ import collections
 import contextlib
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -236,6 +237,7 @@ class WorkerProcess:
         self._read_done = asyncio.Event()
         self._stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._pidfd: int | None = None
+        self._init_pidfd: int | None = None
         self.memory_exceeded = False
 
     @property
@@ -299,9 +301,17 @@ class WorkerProcess:
                 f"expected {p.PROTOCOL_VERSION} (stale SDK overlay?)"
             )
         if launch is not None and launch.pid_namespace:
-            with contextlib.suppress(OSError):
-                self.namespace = os.readlink(f"/proc/{self.pid}/ns/pid_for_children")
+            self._watch_namespace_init()
         self.spawn(self._read_loop())
+
+    def _watch_namespace_init(self) -> None:
+        """The worker proper is the launcher's child, PID 1 of its own namespace: it exits
+        only once every process in that namespace is gone, so its end is the end."""
+        with contextlib.suppress(OSError):
+            self.namespace = os.readlink(f"/proc/{self.pid}/ns/pid_for_children")
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+            if children:
+                self._init_pidfd = os.pidfd_open(int(children[0]))
 
     def owns(self, namespace: str | None, group: int) -> bool:
         """Whether a process of ``scan_processes`` belongs to this worker."""
@@ -361,6 +371,23 @@ class WorkerProcess:
         _killpg(self.pid, signal.SIGKILL)
         self.returncode = self._proc.wait()
         self.reusable = False
+        init = self._init_pidfd
+        if init is not None and not select.select([init], [], [], 0)[0]:
+            # The launcher was killed first: its child dies of that (parent-death signal),
+            # taking the namespace with it; the worker has ended when that is done.
+            self.loop.add_reader(init, self._on_init_exit)
+            return
+        self._on_exit_done()
+
+    def _on_init_exit(self) -> None:
+        assert self._init_pidfd is not None
+        self.loop.remove_reader(self._init_pidfd)
+        self._on_exit_done()
+
+    def _on_exit_done(self) -> None:
+        if self._init_pidfd is not None:
+            os.close(self._init_pidfd)
+            self._init_pidfd = None
         self.memory_exceeded = self.launch is not None and self.launch.memory_exceeded()
         self.loop.run_in_executor(None, self._cleanup)
         self.exited.set()
