@@ -8,9 +8,11 @@ never passed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import signal
 import socket
 import threading
 import time
@@ -342,10 +344,16 @@ def _host_processes_with(argument: str) -> list[int]:
 
 
 def _gone(argument: str) -> bool:
+    """Whether the processes with ``argument`` end soon; survivors are killed either way
+    (an unconfined run, benchmarks/escapes.py, must not leave them on the machine)."""
     deadline = time.monotonic() + GONE_WITHIN_SECONDS
     while _host_processes_with(argument) and time.monotonic() < deadline:
         time.sleep(0.1)
-    return not _host_processes_with(argument)
+    survivors = _host_processes_with(argument)
+    for pid in survivors:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return not survivors
 
 
 # -- the server's secrets ------------------------------------------------------------------
