@@ -39,6 +39,15 @@ def _settings(**overrides: Any) -> Any:
         raise typer.Exit(2) from exc
 
 
+def _keep_secrets() -> None:
+    """Before anything else: no other process of this user may read our environment or
+    memory through /proc (the keys and the vault key are in there)."""
+    from task_framework.hardening import make_non_dumpable
+
+    if not make_non_dumpable() and sys.platform.startswith("linux"):
+        typer.echo("warning: could not mark the process non-dumpable", err=True)
+
+
 KEEP_ALIVE_SECONDS = 75
 _EXAMPLE_BODY = '{"mode": "sync", "inputs": [{"kind": "json", "value": {"name": "world"}}]}'
 
@@ -86,6 +95,7 @@ def serve(
     ] = False,
 ) -> None:
     """Run one replica: the API, its workers and background jobs."""
+    _keep_secrets()
     import uvicorn
 
     from task_framework.app import create_app
@@ -133,6 +143,7 @@ def worker(
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = None,
 ) -> None:
     """Claim and run threads (and webhook deliveries) without serving HTTP."""
+    _keep_secrets()
     from task_framework.observability.logging import configure_logging
     from task_framework.worker import run_worker
 
