@@ -31,6 +31,7 @@ from task_framework.api.routes import files as file_routes
 from task_framework.api.routes import schedules as schedule_routes
 from task_framework.api.routes import tasks as task_routes
 from task_framework.api.routes import webhooks as webhook_routes
+from task_framework.hardening import open_private, private_dir, private_file
 from task_framework.observability.metrics import Metrics
 from task_framework.runner.base import Runner
 from task_framework.runner.envs import EnvironmentBuilder
@@ -234,6 +235,8 @@ async def _bootstrap_keys(svc: Services) -> dict[str, str]:
     data directory so the quick start can show them again at the next start.
     """
     path = svc.settings.data_dir.resolve() / GENERATED_KEYS_FILE
+    if path.exists():
+        private_file(path)  # written by a version that did not enforce 0600 on old files
     if svc.keys.has_configured_admin:
         return {}
     if await svc.keys.count_active_admin_keys():
@@ -245,8 +248,8 @@ async def _bootstrap_keys(svc: Services) -> dict[str, str]:
     admin_key = await svc.keys.create_key(name="generated-admin", role="admin")
     user_key = await svc.keys.create_key(name="generated-user", role="user")
     keys = {"admin_api_key": admin_key["key"], "api_key": user_key["key"]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    private_dir(path.parent)
+    fd = open_private(path, os.O_WRONLY | os.O_TRUNC)
     with os.fdopen(fd, "w") as handle:
         json.dump(keys, handle)
     return keys
@@ -331,7 +334,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         require_key(svc.db, settings.encryption_key)
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
         await asyncio.to_thread(svc.db.migrate)
         await svc.db.tx(svc.settings_service.record_first_start)
         svc.credentials.encryptor = await load_encryptor(

@@ -25,6 +25,7 @@ from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from task_framework.errors import TaskFrameworkError
+from task_framework.hardening import private_file
 from task_framework.models._time import utcnow
 from task_framework.observability.logging import get_logger
 from task_framework.store.database import Database
@@ -114,6 +115,7 @@ def key_file_key(path: Path) -> tuple[bytes, bool]:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
     except FileExistsError:
+        private_file(path)  # a key file from before 0600 was enforced on existing files
         key = fernet_key(path.read_text(encoding="ascii", errors="replace").strip())
         if key is None:
             raise EncryptionKeyError(f"{path} does not hold a valid Fernet key") from None

@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from task_framework.errors import ServiceUnavailable
+from task_framework.hardening import PRIVATE_DIR_MODE, private_file
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -65,6 +66,17 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
     cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
+
+
+def _private_sqlite_files(path: Path) -> None:
+    """The database file is created 0600 before SQLite opens it; SQLite gives its -wal and
+    -shm files the database file's mode. Files of an older installation are tightened."""
+    path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    private_file(path)
+    for suffix in ("-wal", "-shm", "-journal"):
+        sibling = path.with_name(path.name + suffix)
+        if sibling.exists():
+            private_file(sibling)
 
 
 def _begin_immediate(conn: Connection) -> None:
@@ -187,7 +199,7 @@ class Database:
         if self.is_sqlite:
             path = self.url.split("///", 1)[-1]
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _private_sqlite_files(Path(path))
             self.engine: Engine = create_engine(
                 self.url,
                 poolclass=StaticPool,
