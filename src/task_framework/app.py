@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
+from sqlalchemy import Connection
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -38,7 +39,13 @@ from task_framework.runner.envs import EnvironmentBuilder
 from task_framework.services.auth import KeyRing
 from task_framework.services.cluster_stats import refresh_forever
 from task_framework.services.credentials import CredentialService, TaskConfigService
-from task_framework.services.crypto import load_encryptor, require_key
+from task_framework.services.crypto import (
+    Encryptor,
+    SecretBox,
+    encryptor_on,
+    load_encryptor,
+    require_key,
+)
 from task_framework.services.delivery import Dispatcher
 from task_framework.services.deployments import DeploymentService
 from task_framework.services.executor import Executor
@@ -87,6 +94,7 @@ class Services:
     dispatcher: Dispatcher
     schedules: ScheduleService
     scheduler: Scheduler
+    secret_box: SecretBox
     files: Any = None
     generated_keys: dict[str, str] = field(default_factory=dict)
 
@@ -146,7 +154,8 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         on_artifact=metrics.record_artifact_created,
         config=task_configs,
     )
-    thread_service = ThreadService(db, registry, executor)
+    secret_box = SecretBox()
+    thread_service = ThreadService(db, registry, executor, secret_box=secret_box)
     deployments = DeploymentService(
         db=db,
         registry=registry,
@@ -162,7 +171,7 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         ),
         metrics=metrics,
     )
-    signer = UrlSigner(db, configured_keys=settings.url_signing_keys)
+    signer = UrlSigner(db, configured_keys=settings.url_signing_keys, secret_box=secret_box)
     file_service = FileService(
         db,
         build_storage(settings, signer=signer),
@@ -192,6 +201,7 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         disable_after_seconds=settings.webhook_disable_after_seconds,
         max_concurrency=settings.webhook_max_concurrency,
         user_agent=f"task-framework/{__version__}",
+        secret_box=secret_box,
         presign=presign,
     )
     thread_service.url_guard = url_guard
@@ -200,7 +210,9 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         misfire_grace_seconds=settings.scheduler_misfire_grace_seconds,
         seconds_field=settings.scheduler_test_seconds,
     )
-    schedule_service = ScheduleService(db, registry, executor, run_engine, metrics)
+    schedule_service = ScheduleService(
+        db, registry, executor, run_engine, metrics, secret_box=secret_box
+    )
     schedule_service.url_guard = url_guard
     scheduler = Scheduler(db=db, engine=run_engine, apply=schedule_service.apply)
     schedule_service.on_change = scheduler.changed
@@ -221,10 +233,11 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         files=file_service,
         credentials=credentials,
         task_configs=task_configs,
-        webhooks=WebhookService(db, url_guard, wake=dispatcher.wake),
+        webhooks=WebhookService(db, url_guard, secret_box=secret_box, wake=dispatcher.wake),
         dispatcher=dispatcher,
         schedules=schedule_service,
         scheduler=scheduler,
+        secret_box=secret_box,
     )
 
 
@@ -335,11 +348,27 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         require_key(svc.db, settings.encryption_key)
         private_dir(settings.data_dir)
-        await asyncio.to_thread(svc.db.migrate)
+        data_dir = settings.data_dir.resolve()
+        built: list[Encryptor] = []
+
+        def cipher(conn: Connection) -> Encryptor:
+            built.append(
+                encryptor_on(conn, encryption_key=settings.encryption_key, data_dir=data_dir)
+            )
+            return built[-1]
+
+        await asyncio.to_thread(svc.db.migrate, cipher=cipher)
         await svc.db.tx(svc.settings_service.record_first_start)
-        svc.credentials.encryptor = await load_encryptor(
-            svc.db, encryption_key=settings.encryption_key, data_dir=settings.data_dir.resolve()
+        # A migration that sealed secrets built the encryptor already (PBKDF2 is slow).
+        encryptor = (
+            built[-1]
+            if built
+            else await load_encryptor(
+                svc.db, encryption_key=settings.encryption_key, data_dir=data_dir
+            )
         )
+        svc.credentials.encryptor = encryptor
+        svc.secret_box.open(encryptor)
         svc.generated_keys = await _bootstrap_keys(svc)
         await _load_dev_tasks(svc, settings.dev_tasks)
         await svc.deployments.start()

@@ -176,8 +176,20 @@ def migrate(
 
     settings = _settings(database_url=database_url, data_dir=data_dir)
     db = Database(settings.resolved_database_url)
-    db.migrate()
+    db.migrate(cipher=_cipher(settings))
     typer.echo("database is up to date")
+
+
+def _cipher(settings: Any) -> Any:
+    """The vault key for a migration that seals stored secrets (built only if one does)."""
+    from task_framework.services.crypto import encryptor_on
+
+    def build(conn: Any) -> Any:
+        return encryptor_on(
+            conn, encryption_key=settings.encryption_key, data_dir=settings.data_dir.resolve()
+        )
+
+    return build
 
 
 def _with_keyring(fn: Any, database_url: str | None, data_dir: Path | None) -> Any:
@@ -188,7 +200,7 @@ def _with_keyring(fn: Any, database_url: str | None, data_dir: Path | None) -> A
 
     async def _run() -> Any:
         db = Database(settings.resolved_database_url)
-        await asyncio.to_thread(db.migrate)
+        await asyncio.to_thread(lambda: db.migrate(cipher=_cipher(settings)))
         try:
             return await fn(KeyRing(db, api_keys=[], admin_api_keys=[]))
         finally:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, TypeVarTuple
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -27,6 +27,9 @@ from sqlalchemy.pool import StaticPool
 
 from task_framework.errors import ServiceUnavailable
 from task_framework.hardening import PRIVATE_DIR_MODE, private_file
+
+if TYPE_CHECKING:
+    from task_framework.store.migrate import CipherFactory
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -363,11 +366,12 @@ class Database:
     async def ping(self) -> None:
         await self.tx(lambda conn: conn.execute(text("SELECT 1")))
 
-    def migrate(self) -> None:
-        """Apply Alembic migrations up to head (blocking)."""
+    def migrate(self, *, cipher: CipherFactory | None = None) -> None:
+        """Apply Alembic migrations up to head (blocking); ``cipher`` gives the vault key
+        to a migration that encrypts stored secrets (see ``store.migrate``)."""
         from task_framework.store.migrate import upgrade
 
-        upgrade(self.engine)
+        upgrade(self.engine, cipher=cipher)
 
     async def close(self) -> None:
         if self._checkpointer is not None:
