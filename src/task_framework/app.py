@@ -37,6 +37,7 @@ from task_framework.observability.metrics import Metrics
 from task_framework.runner.base import Runner
 from task_framework.runner.envs import EnvironmentBuilder
 from task_framework.services.auth import KeyRing
+from task_framework.services.auth_throttle import AuthThrottle
 from task_framework.services.cluster_stats import refresh_forever
 from task_framework.services.credentials import CredentialService, TaskConfigService
 from task_framework.services.crypto import (
@@ -221,7 +222,17 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         settings=settings,
         db=db,
         metrics=metrics,
-        keys=KeyRing(db, api_keys=settings.api_keys, admin_api_keys=settings.admin_api_keys),
+        keys=KeyRing(
+            db,
+            api_keys=settings.api_keys,
+            admin_api_keys=settings.admin_api_keys,
+            throttle=AuthThrottle(
+                max_failures=settings.auth_max_failures,
+                window_seconds=settings.auth_failure_window_seconds,
+                max_entries=settings.auth_limiter_max_entries,
+            ),
+            on_failure=metrics.record_auth_failure,
+        ),
         registry=registry,
         builder=builder,
         runner=runner,
