@@ -128,7 +128,8 @@ def cli() -> list[str]:
 
 
 class Process:
-    """``task-framework serve`` (``port`` set) or ``task-framework worker``."""
+    """``task-framework serve`` (``port`` set) or ``task-framework worker``; ``wrapper``
+    is a command that execs the rest (``setpriv ...``), so the pid stays the server's."""
 
     def __init__(
         self,
@@ -138,10 +139,12 @@ class Process:
         worker: bool = False,
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
+        wrapper: list[str] | None = None,
     ) -> None:
         self.port = 0 if worker else free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        args = [*cli(), "worker" if worker else "serve", "--data-dir", str(data_dir)]
+        args = [*(wrapper or []), *cli(), "worker" if worker else "serve"]
+        args += ["--data-dir", str(data_dir)]
         if not worker:
             args += ["--port", str(self.port)]
         for task in tasks:

@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
+from sqlalchemy import Connection
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -31,14 +32,22 @@ from task_framework.api.routes import files as file_routes
 from task_framework.api.routes import schedules as schedule_routes
 from task_framework.api.routes import tasks as task_routes
 from task_framework.api.routes import webhooks as webhook_routes
+from task_framework.hardening import open_private, private_dir, private_file
 from task_framework.observability.metrics import Metrics
 from task_framework.runner.base import Runner
 from task_framework.runner.envs import EnvironmentBuilder
 from task_framework.runner.sandbox import LimitPolicy, Sandbox
 from task_framework.services.auth import KeyRing
+from task_framework.services.auth_throttle import AuthThrottle
 from task_framework.services.cluster_stats import refresh_forever
 from task_framework.services.credentials import CredentialService, TaskConfigService
-from task_framework.services.crypto import load_encryptor, require_key
+from task_framework.services.crypto import (
+    Encryptor,
+    SecretBox,
+    encryptor_on,
+    load_encryptor,
+    require_key,
+)
 from task_framework.services.delivery import Dispatcher
 from task_framework.services.deployments import DeploymentService
 from task_framework.services.executor import Executor
@@ -87,6 +96,7 @@ class Services:
     dispatcher: Dispatcher
     schedules: ScheduleService
     scheduler: Scheduler
+    secret_box: SecretBox
     files: Any = None
     sandbox: Sandbox | None = None
     """The runner's sandbox (None when the runner is not the process pool)."""
@@ -171,7 +181,8 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         config=task_configs,
         limits=sandbox.policy,
     )
-    thread_service = ThreadService(db, registry, executor)
+    secret_box = SecretBox()
+    thread_service = ThreadService(db, registry, executor, secret_box=secret_box)
     deployments = DeploymentService(
         db=db,
         registry=registry,
@@ -187,7 +198,7 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         ),
         metrics=metrics,
     )
-    signer = UrlSigner(db, configured_keys=settings.url_signing_keys)
+    signer = UrlSigner(db, configured_keys=settings.url_signing_keys, secret_box=secret_box)
     file_service = FileService(
         db,
         build_storage(settings, signer=signer),
@@ -217,6 +228,7 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         disable_after_seconds=settings.webhook_disable_after_seconds,
         max_concurrency=settings.webhook_max_concurrency,
         user_agent=f"task-framework/{__version__}",
+        secret_box=secret_box,
         presign=presign,
     )
     thread_service.url_guard = url_guard
@@ -225,7 +237,9 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         misfire_grace_seconds=settings.scheduler_misfire_grace_seconds,
         seconds_field=settings.scheduler_test_seconds,
     )
-    schedule_service = ScheduleService(db, registry, executor, run_engine, metrics)
+    schedule_service = ScheduleService(
+        db, registry, executor, run_engine, metrics, secret_box=secret_box
+    )
     schedule_service.url_guard = url_guard
     scheduler = Scheduler(db=db, engine=run_engine, apply=schedule_service.apply)
     schedule_service.on_change = scheduler.changed
@@ -235,7 +249,17 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         settings=settings,
         db=db,
         metrics=metrics,
-        keys=KeyRing(db, api_keys=settings.api_keys, admin_api_keys=settings.admin_api_keys),
+        keys=KeyRing(
+            db,
+            api_keys=settings.api_keys,
+            admin_api_keys=settings.admin_api_keys,
+            throttle=AuthThrottle(
+                max_failures=settings.auth_max_failures,
+                window_seconds=settings.auth_failure_window_seconds,
+                max_entries=settings.auth_limiter_max_entries,
+            ),
+            on_failure=metrics.record_auth_failure,
+        ),
         registry=registry,
         builder=builder,
         runner=runner,
@@ -247,10 +271,11 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         files=file_service,
         credentials=credentials,
         task_configs=task_configs,
-        webhooks=WebhookService(db, url_guard, wake=dispatcher.wake),
+        webhooks=WebhookService(db, url_guard, secret_box=secret_box, wake=dispatcher.wake),
         dispatcher=dispatcher,
         schedules=schedule_service,
         scheduler=scheduler,
+        secret_box=secret_box,
     )
 
 
@@ -261,6 +286,8 @@ async def _bootstrap_keys(svc: Services) -> dict[str, str]:
     data directory so the quick start can show them again at the next start.
     """
     path = svc.settings.data_dir.resolve() / GENERATED_KEYS_FILE
+    if path.exists():
+        private_file(path)  # written by a version that did not enforce 0600 on old files
     if svc.keys.has_configured_admin:
         return {}
     if await svc.keys.count_active_admin_keys():
@@ -272,8 +299,8 @@ async def _bootstrap_keys(svc: Services) -> dict[str, str]:
     admin_key = await svc.keys.create_key(name="generated-admin", role="admin")
     user_key = await svc.keys.create_key(name="generated-user", role="user")
     keys = {"admin_api_key": admin_key["key"], "api_key": user_key["key"]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    private_dir(path.parent)
+    fd = open_private(path, os.O_WRONLY | os.O_TRUNC)
     with os.fdopen(fd, "w") as handle:
         json.dump(keys, handle)
     return keys
@@ -358,12 +385,28 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         require_key(svc.db, settings.encryption_key)
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(svc.db.migrate)
+        private_dir(settings.data_dir)
+        data_dir = settings.data_dir.resolve()
+        built: list[Encryptor] = []
+
+        def cipher(conn: Connection) -> Encryptor:
+            built.append(
+                encryptor_on(conn, encryption_key=settings.encryption_key, data_dir=data_dir)
+            )
+            return built[-1]
+
+        await asyncio.to_thread(svc.db.migrate, cipher=cipher)
         await svc.db.tx(svc.settings_service.record_first_start)
-        svc.credentials.encryptor = await load_encryptor(
-            svc.db, encryption_key=settings.encryption_key, data_dir=settings.data_dir.resolve()
+        # A migration that sealed secrets built the encryptor already (PBKDF2 is slow).
+        encryptor = (
+            built[-1]
+            if built
+            else await load_encryptor(
+                svc.db, encryption_key=settings.encryption_key, data_dir=data_dir
+            )
         )
+        svc.credentials.encryptor = encryptor
+        svc.secret_box.open(encryptor)
         svc.generated_keys = await _bootstrap_keys(svc)
         if svc.sandbox is not None:
             # Strict mode refuses to start here; otherwise missing layers are logged once.

@@ -15,6 +15,7 @@ Tree::
     ├── AuthRequired                401 AUTH_REQUIRED
     ├── AuthInvalid                 401 AUTH_INVALID
     ├── AuthForbidden               403 AUTH_FORBIDDEN
+    ├── AuthRateLimited             429 AUTH_RATE_LIMITED (extra ``retry_after`` seconds)
     ├── MetadataRequired            400 METADATA_REQUIRED
     ├── NotFound                    404 <resource>_NOT_FOUND
     ├── Conflict                    409 / 400 (TASK_ALREADY_EXISTS, ARTIFACT_REF_CONFLICT, ...)
@@ -72,6 +73,14 @@ class AuthInvalid(TaskFrameworkError):
 class AuthForbidden(TaskFrameworkError):
     status = 403
     code = "AUTH_FORBIDDEN"
+
+
+class AuthRateLimited(TaskFrameworkError):
+    """Too many failed authentications from one address or for one key prefix; the
+    answer carries ``Retry-After`` (``extra["retry_after"]``, whole seconds)."""
+
+    status = 429
+    code = "AUTH_RATE_LIMITED"
 
 
 class MetadataRequired(TaskFrameworkError):
@@ -144,6 +153,7 @@ __all__ = [
     "ArtifactValidationError",
     "AuthForbidden",
     "AuthInvalid",
+    "AuthRateLimited",
     "AuthRequired",
     "Conflict",
     "DeploymentFailed",

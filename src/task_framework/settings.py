@@ -13,6 +13,12 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from task_framework.services.auth_throttle import (
+    DEFAULT_MAX_ENTRIES,
+    DEFAULT_MAX_FAILURES,
+    DEFAULT_WINDOW_SECONDS,
+)
+
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
@@ -457,6 +463,40 @@ class Settings(BaseSettings):
         description=(
             "Allow webhook URLs that resolve to private, loopback, link-local or "
             "metadata addresses."
+        ),
+    )
+
+    # Failed authentication (services/auth_throttle.py): per address and per key prefix.
+    auth_max_failures: int = Field(
+        DEFAULT_MAX_FAILURES,
+        ge=0,
+        le=1_000_000,
+        validation_alias=_env("AUTH_MAX_FAILURES"),
+        description=(
+            "Failed authentications (unknown, revoked or expired key; API, admin routes "
+            "and UI sign-in) one client address, or one key prefix, may make per "
+            "`AUTH_FAILURE_WINDOW_SECONDS`; past it the address or prefix gets 429 "
+            "`AUTH_RATE_LIMITED` with `Retry-After`, correct keys too. 0 = no limit."
+        ),
+    )
+    auth_failure_window_seconds: float = Field(
+        DEFAULT_WINDOW_SECONDS,
+        gt=0,
+        le=86_400,
+        validation_alias=_env("AUTH_FAILURE_WINDOW_SECONDS"),
+        description=(
+            "The window of `AUTH_MAX_FAILURES`: failures are forgiven at "
+            "`AUTH_MAX_FAILURES` per window (a token bucket), per replica."
+        ),
+    )
+    auth_limiter_max_entries: int = Field(
+        DEFAULT_MAX_ENTRIES,
+        ge=1,
+        le=10_000_000,
+        validation_alias=_env("AUTH_LIMITER_MAX_ENTRIES"),
+        description=(
+            "Addresses and key prefixes with recent failures kept in memory; the least "
+            "recently failing one is forgotten first."
         ),
     )
 

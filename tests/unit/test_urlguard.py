@@ -112,6 +112,18 @@ async def test_allow_list_admits_exactly_its_networks() -> None:
         await guard.check("http://10.0.0.1/")
 
 
+@pytest.mark.parametrize("allow_private", [False, True])
+async def test_an_allow_list_keeps_metadata_hostnames_blocked(allow_private: bool) -> None:
+    # Regression: any allow-list entry used to switch the metadata-hostname block off.
+    guard = UrlGuard(allow_private=allow_private, allowed_networks=["10.0.0.0/8"])
+    for host in ("metadata.google.internal", "metadata", "instance-data.ec2.internal"):
+        with pytest.raises(InvalidWebhookUrl, match="metadata endpoint"):
+            await guard.check(f"http://{host}/computeMetadata/v1/")
+        with pytest.raises(BlockedAddress):
+            await guard.target(f"http://{host}/")
+    assert await guard.check("http://10.1.2.3/hook") == "http://10.1.2.3/hook"
+
+
 async def test_target_keeps_the_host_for_host_header_and_sni() -> None:
     guard = UrlGuard(allow_private=True)
     target = await guard.target("https://localhost:8443/a/b?c=d")

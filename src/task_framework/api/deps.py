@@ -40,8 +40,13 @@ async def caller(
 ) -> Principal:
     """A K route's caller: a regular or admin key in ``X-API-Key``."""
     app_id, user_id = _identity(request)
-    return await services_of(request).keys.authenticate(
-        api_key=x_api_key, admin_key=None, app_id=app_id, user_id=user_id
+    return await services_of(request).keys.authenticate_from(
+        client_address(request),
+        surface="api",
+        api_key=x_api_key,
+        admin_key=None,
+        app_id=app_id,
+        user_id=user_id,
     )
 
 
@@ -52,7 +57,9 @@ async def admin(
 ) -> Principal:
     """An A route's caller: an admin key in ``X-Admin-API-Key`` or ``X-API-Key``."""
     app_id, user_id = _identity(request)
-    return await services_of(request).keys.authenticate(
+    return await services_of(request).keys.authenticate_from(
+        client_address(request),
+        surface="admin",
         api_key=x_api_key,
         admin_key=x_admin_api_key,
         app_id=app_id,
@@ -74,3 +81,9 @@ async def page_request(
 
 
 Paging = Annotated[PageRequest, Depends(page_request)]
+
+
+def client_address(request: Request) -> str | None:
+    """The caller's address, as the limits on failed authentication count it (behind a
+    proxy, the address the server trusts it to forward: uvicorn ``--forwarded-allow-ips``)."""
+    return request.client.host if request.client is not None else None

@@ -76,8 +76,15 @@ def error_response(
 async def _framework_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TaskFrameworkError)
     title = exc.extra.get("title") or exc.title
+    retry_after = exc.extra.get("retry_after")
+    headers = None if retry_after is None else {"Retry-After": str(retry_after)}
     return error_response(
-        request, status=exc.status, code=exc.code, detail=exc.message, title=title
+        request,
+        status=exc.status,
+        code=exc.code,
+        detail=exc.message,
+        title=title,
+        headers=headers,
     )
 
 
@@ -129,5 +136,5 @@ def install_error_handlers(app: FastAPI) -> None:
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorEnvelope, "description": _title(status)}
-    for status in (400, 401, 403, 404, 413, 422, 503)
+    for status in (400, 401, 403, 404, 413, 422, 429, 503)
 }

@@ -39,6 +39,15 @@ def _settings(**overrides: Any) -> Any:
         raise typer.Exit(2) from exc
 
 
+def _keep_secrets() -> None:
+    """Before anything else: no other process of this user may read our environment or
+    memory through /proc (the keys and the vault key are in there)."""
+    from task_framework.hardening import make_non_dumpable
+
+    if not make_non_dumpable() and sys.platform.startswith("linux"):
+        typer.echo("warning: could not mark the process non-dumpable", err=True)
+
+
 KEEP_ALIVE_SECONDS = 75
 _EXAMPLE_BODY = '{"mode": "sync", "inputs": [{"kind": "json", "value": {"name": "world"}}]}'
 
@@ -86,6 +95,7 @@ def serve(
     ] = False,
 ) -> None:
     """Run one replica: the API, its workers and background jobs."""
+    _keep_secrets()
     import uvicorn
 
     from task_framework.app import create_app
@@ -133,6 +143,7 @@ def worker(
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = None,
 ) -> None:
     """Claim and run threads (and webhook deliveries) without serving HTTP."""
+    _keep_secrets()
     from task_framework.observability.logging import configure_logging
     from task_framework.worker import run_worker
 
@@ -165,8 +176,20 @@ def migrate(
 
     settings = _settings(database_url=database_url, data_dir=data_dir)
     db = Database(settings.resolved_database_url)
-    db.migrate()
+    db.migrate(cipher=_cipher(settings))
     typer.echo("database is up to date")
+
+
+def _cipher(settings: Any) -> Any:
+    """The vault key for a migration that seals stored secrets (built only if one does)."""
+    from task_framework.services.crypto import encryptor_on
+
+    def build(conn: Any) -> Any:
+        return encryptor_on(
+            conn, encryption_key=settings.encryption_key, data_dir=settings.data_dir.resolve()
+        )
+
+    return build
 
 
 def _with_keyring(fn: Any, database_url: str | None, data_dir: Path | None) -> Any:
@@ -177,7 +200,7 @@ def _with_keyring(fn: Any, database_url: str | None, data_dir: Path | None) -> A
 
     async def _run() -> Any:
         db = Database(settings.resolved_database_url)
-        await asyncio.to_thread(db.migrate)
+        await asyncio.to_thread(lambda: db.migrate(cipher=_cipher(settings)))
         try:
             return await fn(KeyRing(db, api_keys=[], admin_api_keys=[]))
         finally:

@@ -41,6 +41,9 @@ METADATA_RESPONSE_BUCKETS_SECONDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 SCHEDULE_FIRE_LAG_BUCKETS_SECONDS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 60.0)
 ENV_BUILD_BUCKETS_SECONDS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0)
 
+AUTH_SURFACES = ("api", "admin", "ui")
+AUTH_OUTCOMES = ("invalid", "limited")
+
 _PREFIX = "task_framework_"
 
 
@@ -129,6 +132,17 @@ class Metrics:
             API_REQUEST_BUCKETS_SECONDS,
             ["method", "endpoint", "status"],
         )
+
+        # Authentication
+        self.auth_failures = counter(
+            "auth_failures",
+            "Failed authentications: a key refused (invalid) or a request refused unchecked "
+            "by the limits on failures (limited), per surface.",
+            ["surface", "outcome"],
+        )
+        for surface in AUTH_SURFACES:  # every series from the start: they are few and fixed
+            for outcome in AUTH_OUTCOMES:
+                self.auth_failures.labels(surface, outcome)
 
         # Artifacts
         self.artifacts_created = counter(
@@ -251,6 +265,11 @@ class Metrics:
             self._child(self.api_request_duration, method, endpoint, str(status)).observe(
                 duration_s
             )
+
+    def record_auth_failure(self, surface: str, outcome: str) -> None:
+        """A failed authentication on ``surface`` (``api``, ``admin``, ``ui``): ``invalid``
+        (the key was refused) or ``limited`` (429 before the key was checked)."""
+        self._child(self.auth_failures, surface, outcome).inc()
 
     def record_metadata_request(self, status: int | str, duration_s: float) -> None:
         self.metadata_requests.labels(status=str(status)).inc()

@@ -2,7 +2,9 @@
 
 Every key, configured or managed, is held only as its SHA-256 and compared in constant
 time. Managed-key lookups are cached for at most :data:`KEY_CACHE_SECONDS`, so a
-revocation reaches every replica within that time.
+revocation reaches every replica within that time. Callers authenticate through
+:meth:`KeyRing.authenticate_from`, which holds failed attempts to the limits of
+:mod:`task_framework.services.auth_throttle`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,12 +24,14 @@ from sqlalchemy import Connection, and_, func, insert, select, update
 from task_framework.errors import (
     AuthForbidden,
     AuthInvalid,
+    AuthRateLimited,
     AuthRequired,
     MetadataRequired,
     NotFound,
 )
 from task_framework.ids import new_id
 from task_framework.models._time import utcnow
+from task_framework.services.auth_throttle import AuthThrottle
 from task_framework.store.database import Database
 from task_framework.store.paging import Page, PageRequest, paginate
 from task_framework.store.tables import api_keys
@@ -98,8 +103,18 @@ def api_key_dict(row: Any) -> dict[str, Any]:
 class KeyRing:
     """Verifies keys and resolves the caller's identity."""
 
-    def __init__(self, db: Database, *, api_keys: list[str], admin_api_keys: list[str]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        api_keys: list[str],
+        admin_api_keys: list[str],
+        throttle: AuthThrottle | None = None,
+        on_failure: Callable[[str, str], None] = lambda surface, outcome: None,
+    ) -> None:
         self._db = db
+        self._throttle = throttle if throttle is not None else AuthThrottle(max_failures=0)
+        self._on_failure = on_failure
         self._configured: dict[str, _KeyRecord] = {}
         for key in api_keys:
             self._configured[hash_key(key)] = _KeyRecord(hash_key(key), "user")
@@ -212,6 +227,41 @@ class KeyRing:
         if record is None or (record.role == "admin") != is_admin:
             return None
         return Principal(is_admin, app_id, user_id, record.key_id, record.name)
+
+    async def authenticate_from(
+        self,
+        address: str | None,
+        *,
+        surface: str,
+        api_key: str | None,
+        admin_key: str | None,
+        app_id: str | None,
+        user_id: str | None,
+        admin_only: bool = False,
+    ) -> Principal:
+        """:meth:`authenticate` for a caller at client ``address``, through the limits on
+        failed attempts: 429 while the address or the key's prefix is limited (checked
+        before the key, so a correct key gets 429 too), and an unknown, revoked or expired
+        key counts against both. ``surface`` (``api``, ``admin``, ``ui``) labels the metric.
+        """
+        presented = (admin_key or api_key) if admin_only else api_key
+        try:
+            self._throttle.check(address, presented)
+        except AuthRateLimited:
+            self._on_failure(surface, "limited")
+            raise
+        try:
+            return await self.authenticate(
+                api_key=api_key,
+                admin_key=admin_key,
+                app_id=app_id,
+                user_id=user_id,
+                admin_only=admin_only,
+            )
+        except AuthInvalid:
+            self._throttle.failed(address, presented)
+            self._on_failure(surface, "invalid")
+            raise
 
     # -- managed keys -------------------------------------------------------------------
 

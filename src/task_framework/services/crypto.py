@@ -1,4 +1,5 @@
-"""Encryption at rest for credential and configuration values (API.md §10.3).
+"""Encryption at rest for credentials, configuration and the secrets kept in records
+(API.md §10.3).
 
 ``ENCRYPTION_KEY`` is a comma-separated list. Each item is either a Fernet key or a
 passphrase, stretched with PBKDF2-HMAC-SHA256 and a per-installation salt kept in the
@@ -7,6 +8,10 @@ key, SQLite installations use a generated key file; PostgreSQL refuses to start,
 every replica must share the same key.
 
 Keys are derived once, at startup: PBKDF2 is deliberately slow.
+
+Besides the vault, the records hold secrets the server must read back in clear (webhook
+secrets and API keys, the generated URL-signing key): :class:`SecretBox` seals them with
+the same key. Rows written before that were sealed by migration ``0007_secrets``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from sqlalchemy import Connection, select
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from task_framework.errors import TaskFrameworkError
+from task_framework.errors import ServiceUnavailable, TaskFrameworkError
+from task_framework.hardening import private_file
 from task_framework.models._time import utcnow
 from task_framework.observability.logging import get_logger
 from task_framework.store.database import Database
@@ -114,6 +120,7 @@ def key_file_key(path: Path) -> tuple[bytes, bool]:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, KEY_FILE_MODE)
     except FileExistsError:
+        private_file(path)  # a key file from before 0600 was enforced on existing files
         key = fernet_key(path.read_text(encoding="ascii", errors="replace").strip())
         if key is None:
             raise EncryptionKeyError(f"{path} does not hold a valid Fernet key") from None
@@ -137,6 +144,46 @@ def require_key(db: Database, encryption_key: str | None) -> None:
             "every replica must use the same key to read credentials. Set it to a Fernet key "
             "or a passphrase."
         )
+
+
+def encryptor_on(conn: Connection, *, encryption_key: str | None, data_dir: Path) -> Encryptor:
+    """The same encryptor as :func:`load_encryptor`, built on ``conn`` (blocking): for a
+    migration, which runs before the services exist."""
+    items = _split(encryption_key)
+    if not items:
+        if conn.dialect.name != "sqlite":
+            raise EncryptionKeyError("TASK_FRAMEWORK_ENCRYPTION_KEY is required with PostgreSQL")
+        key, _ = key_file_key(data_dir / KEY_FILE_NAME)
+        return Encryptor([key])
+    parsed = [(item, fernet_key(item)) for item in items]
+    salt = installation_salt(conn) if any(given is None for _, given in parsed) else b""
+    return Encryptor(
+        [given if given is not None else derive_key(item, salt) for item, given in parsed]
+    )
+
+
+class SecretBox:
+    """Seals the secrets kept in records with the vault key. Opened at startup, before
+    any request; reads of rows it did not seal fail (migration ``0007_secrets`` sealed
+    the older ones)."""
+
+    def __init__(self) -> None:
+        self._encryptor: Encryptor | None = None
+
+    def open(self, encryptor: Encryptor) -> None:
+        self._encryptor = encryptor
+
+    def _box(self) -> Encryptor:
+        if self._encryptor is None:
+            raise ServiceUnavailable("Encryption is not initialised yet")
+        return self._encryptor
+
+    def seal(self, plaintext: str) -> str:
+        return self._box().encrypt(plaintext)
+
+    def unseal(self, token: str) -> str:
+        """The plaintext; raises :class:`DecryptionFailed` under another key."""
+        return self._box().decrypt(token)
 
 
 async def load_encryptor(db: Database, *, encryption_key: str | None, data_dir: Path) -> Encryptor:

@@ -39,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from task_framework.ids import new_id
 from task_framework.models._time import utcnow
 from task_framework.observability.metrics import Metrics
+from task_framework.services.crypto import DecryptionFailed, SecretBox
 from task_framework.services.events import EVENTS_WRITTEN
 from task_framework.services.urlguard import BlockedAddress, Target, UrlGuard
 from task_framework.services.webhook_payloads import dumps, render_payload, select_receivers
@@ -169,6 +170,7 @@ class Dispatcher:
         disable_after_seconds: float,
         max_concurrency: int,
         user_agent: str,
+        secret_box: SecretBox,
         presign: Presigner | None = None,
     ) -> None:
         self._db = db
@@ -179,6 +181,7 @@ class Dispatcher:
         self._max_concurrency = max_concurrency
         self._user_agent = user_agent
         self._presign = presign
+        self._secrets = secret_box
         self._owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{new_id('x')[-8:]}"
         self._fan_wake = asyncio.Event()
         self._send_wake = asyncio.Event()
@@ -515,6 +518,11 @@ class Dispatcher:
     async def _attempt(self, job: _Job) -> _Outcome:
         started = utcnow()
         try:
+            secret = self._secrets.unseal(job.secret)
+            api_key = self._secrets.unseal(job.api_key) if job.api_key else None
+        except DecryptionFailed as exc:
+            return _Outcome(job, job.payload, started, None, None, exc.message, None)
+        try:
             target = await self._guard.target(job.url)
         except BlockedAddress:
             return _Outcome(job, job.payload, started, None, None, "blocked address", None)
@@ -530,10 +538,10 @@ class Dispatcher:
             "X-Task-Event-Type": job.event_type,
             "X-Task-Webhook-ID": job.webhook_id,
             "X-Task-Delivery-ID": job.id,
-            **signature_headers(job.secret, job.event_id, body, int(time.time())),
+            **signature_headers(secret, job.event_id, body, int(time.time())),
         }
-        if job.api_key:
-            headers["X-API-Key"] = job.api_key
+        if api_key:
+            headers["X-API-Key"] = api_key
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
         timeout = httpx.Timeout(job.timeout, connect=min(CONNECT_TIMEOUT_SECONDS, job.timeout))
         clock = time.monotonic()

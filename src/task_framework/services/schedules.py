@@ -21,6 +21,7 @@ from task_framework.models.schedules import ScheduleCreateRequest, ScheduleUpdat
 from task_framework.observability.metrics import Metrics
 from task_framework.services.auth import Principal
 from task_framework.services.cron import CronError
+from task_framework.services.crypto import SecretBox
 from task_framework.services.schedule_runs import Effects, RunEngine, run_dict, run_id_for
 from task_framework.services.tasks import TaskRegistry
 from task_framework.services.threads import _check_duplicate_refs, _resolve_inputs
@@ -29,6 +30,7 @@ from task_framework.services.webhooks import (
     check_adhoc_events,
     delete_webhooks_where,
     insert_source_webhooks,
+    seal_api_keys,
 )
 from task_framework.store.database import Database
 from task_framework.store.paging import PageRequest, paginate
@@ -107,8 +109,11 @@ class ScheduleService:
         executor: Executor,
         engine: RunEngine,
         metrics: Metrics,
+        *,
+        secret_box: SecretBox,
     ) -> None:
         self._db = db
+        self._secrets = secret_box
         self._registry = registry
         self._executor = executor
         self.engine = engine
@@ -177,19 +182,25 @@ class ScheduleService:
         if self.url_guard is not None:
             for hook in checked:
                 hook["callback_url"] = await self.url_guard.check(hook["callback_url"])
+        seal_api_keys(checked, self._secrets.seal)  # the schedule shows none of them
         return checked
 
-    @staticmethod
     def _replace_hooks(
-        conn: Connection, schedule_id: str, hooks: list[dict[str, Any]], owner: Any, now: datetime
+        self,
+        conn: Connection,
+        schedule_id: str,
+        hooks: list[dict[str, Any]],
+        owner: Any,
+        now: datetime,
     ) -> None:
         schedule_hooks = and_(
             webhooks.c.source == "schedule", webhooks.c.schedule_id == schedule_id
         )
         delete_webhooks_where(conn, schedule_hooks)
         insert_source_webhooks(
-            conn, hooks, source="schedule", owner=owner, now=now, schedule_id=schedule_id
-        )
+            conn, hooks, seal=self._secrets.seal, source="schedule", owner=owner, now=now,
+            schedule_id=schedule_id,
+        )  # fmt: skip
 
     @staticmethod
     def _template(items: list[Artifact]) -> list[dict[str, Any]]:

@@ -42,6 +42,7 @@ from task_framework.models.threads import (
     ThreadRetryRequest,
 )
 from task_framework.services.auth import Principal
+from task_framework.services.crypto import SecretBox
 from task_framework.services.events import insert_events, thread_event
 from task_framework.services.records import (
     ARTIFACT_CONTENT_FIELDS,
@@ -56,6 +57,7 @@ from task_framework.services.webhooks import (
     check_adhoc_events,
     insert_source_webhooks,
     on_thread_deleted,
+    seal_api_keys,
 )
 from task_framework.store import notify
 from task_framework.store.database import Database
@@ -308,6 +310,8 @@ class _NewThread:
     claim: Callable[[Connection], dict[str, Any] | None] | None = None
     """Claims the new thread for this replica inside the transaction (see Executor)."""
     claimed_token: int | None = None
+    seal: Callable[[str], str] | None = None
+    """Seals the secrets of new ad-hoc webhooks (needed when ``webhooks`` is given)."""
 
 
 def insert_thread(conn: Connection, plan: _NewThread) -> tuple[dict[str, Any], bool]:
@@ -383,9 +387,12 @@ def insert_thread(conn: Connection, plan: _NewThread) -> tuple[dict[str, Any], b
         if a["id"] in new_ids
     ]
     # Ad-hoc webhooks exist before thread.created, so they receive it (API.md §12.1).
-    insert_source_webhooks(
-        conn, plan.webhooks or [], source="thread", owner=plan.owner, now=now, thread_id=thread_id
-    )
+    if plan.webhooks:
+        assert plan.seal is not None, "ad-hoc webhooks need a seal for their secrets"
+        insert_source_webhooks(
+            conn, plan.webhooks, seal=plan.seal, source="thread", owner=plan.owner, now=now,
+            thread_id=thread_id,
+        )  # fmt: skip
     if claimed is not None:
         thread["state"] = "running"
         thread["started_at"] = format_ts(claimed["started_at"])
@@ -400,10 +407,13 @@ def insert_thread(conn: Connection, plan: _NewThread) -> tuple[dict[str, Any], b
 class ThreadService:
     """Thread and artifact use cases for the API."""
 
-    def __init__(self, db: Database, registry: TaskRegistry, executor: Executor) -> None:
+    def __init__(
+        self, db: Database, registry: TaskRegistry, executor: Executor, *, secret_box: SecretBox
+    ) -> None:
         self._db = db
         self._registry = registry
         self._executor = executor
+        self._secrets = secret_box
         self.url_guard: UrlGuard | None = None  # set by the app; checks ad-hoc callback URLs
 
     async def create(
@@ -425,6 +435,8 @@ class ThreadService:
             if self.url_guard is not None:
                 for hook in webhooks:
                     hook["callback_url"] = await self.url_guard.check(hook["callback_url"])
+            # Sealed as kept on the thread (for retries) and on the webhook rows.
+            seal_api_keys(webhooks, self._secrets.seal)
         metadata = {
             **body.metadata,
             "user_id": principal.user_id,
@@ -446,6 +458,7 @@ class ThreadService:
             owner=(principal.app_id, principal.user_id),
             timeout_seconds=body.timeout_seconds,
             webhooks=webhooks,
+            seal=self._secrets.seal,
             idempotency_scope=scope,
             created_by_admin=principal.is_admin,
         )
@@ -635,7 +648,8 @@ class ThreadService:
             metadata={**metadata, "task_id": task.task_id, "task_version": task.version},
             owner=(source.app_id, source.user_id),
             timeout_seconds=source.timeout_seconds,
-            webhooks=webhooks,
+            webhooks=webhooks,  # their api_key values are sealed already
+            seal=self._secrets.seal,
             schedule_id=source.schedule_id if body.preserve_run_id else None,
             run_id=source.run_id if body.preserve_run_id else None,
             attempt=(source.attempt or 0) + 1,

@@ -3,7 +3,8 @@
 ``signature`` = hex HMAC-SHA256 over ``"<METHOD>\\n<file_ref>\\n<expires>"``. Keys come from
 ``TASK_FRAMEWORK_URL_SIGNING_KEY`` (comma-separated: the first signs, all verify, so a
 secret can be rotated without breaking issued URLs) or, when unset, from one key generated
-once and stored in the ``settings`` table, shared by every replica. Signed URLs carry an
+once and stored in the ``settings`` table, sealed with the vault key, shared by every
+replica. Signed URLs carry an
 optional ``kid`` (key id) naming the key that signed them; URLs without it are checked
 against every key. All comparisons are constant-time.
 """
@@ -21,8 +22,9 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from task_framework.errors import AuthForbidden
+from task_framework.errors import AuthForbidden, ServiceUnavailable
 from task_framework.models._time import utcnow
+from task_framework.services.crypto import DecryptionFailed, SecretBox
 from task_framework.store.database import Database
 from task_framework.store.tables import settings_kv
 
@@ -55,9 +57,17 @@ class SignedParams:
 class UrlSigner:
     """Signs and verifies method-bound, expiring file URLs."""
 
-    def __init__(self, db: Database, *, configured_keys: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        configured_keys: list[str] | None = None,
+        secret_box: SecretBox | None = None,
+    ) -> None:
+        """``secret_box`` seals the stored key; it is needed only without configured keys."""
         self._db = db
         self._configured = [k.encode() for k in (configured_keys or []) if k]
+        self._secrets = secret_box
         self._keys: list[tuple[str, bytes]] | None = None
         self._lock = asyncio.Lock()
 
@@ -71,6 +81,10 @@ class UrlSigner:
         return self._keys
 
     async def _stored_key(self) -> bytes:
+        box = self._secrets
+        if box is None:
+            raise RuntimeError("a stored URL-signing key needs the SecretBox")
+
         def _read(conn: Connection) -> str | None:
             value = conn.execute(
                 select(settings_kv.c.value).where(settings_kv.c.key == SIGNING_KEY_SETTING)
@@ -79,12 +93,12 @@ class UrlSigner:
 
         found = await self._db.tx(_read)
         if found is None:
-            candidate = secrets.token_hex(GENERATED_KEY_BYTES)
+            sealed = box.seal(secrets.token_hex(GENERATED_KEY_BYTES))
 
             def _insert(conn: Connection) -> None:
                 conn.execute(
                     insert(settings_kv).values(
-                        key=SIGNING_KEY_SETTING, value=candidate, updated_at=utcnow()
+                        key=SIGNING_KEY_SETTING, value=sealed, updated_at=utcnow()
                     )
                 )
 
@@ -93,7 +107,13 @@ class UrlSigner:
                 await self._db.tx(_insert)
             found = await self._db.tx(_read)
         assert found is not None
-        return found.encode()
+        try:
+            return box.unseal(found).encode()
+        except DecryptionFailed as exc:
+            raise ServiceUnavailable(
+                "The stored URL-signing key cannot be decrypted with the configured "
+                "ENCRYPTION_KEY (list the previous key too, or set URL_SIGNING_KEY)"
+            ) from exc
 
     async def sign(self, method: str, file_ref: str, *, expires_in: int) -> SignedParams:
         kid, secret = (await self._load())[0]

@@ -7,8 +7,9 @@ the vetted address, so a DNS answer that changes in between (rebinding) does not
 Blocked unless allowed by configuration: loopback, private (RFC 1918, ``fc00::/7``),
 link-local, ``0.0.0.0/8``, shared address space ``100.64.0.0/10``, multicast, reserved,
 and the IPv6 forms that embed such an IPv4 address (mapped, compatible, 6to4, Teredo,
-NAT64). Cloud metadata endpoints stay blocked even when private networks are allowed;
-only an explicit entry in the allow-list opens them.
+NAT64). Cloud metadata endpoints stay blocked even when private networks are allowed:
+only an explicit entry in the allow-list opens a metadata *address*, and the metadata
+*hostnames* stay blocked whatever the allow-list holds.
 """
 
 from __future__ import annotations
@@ -197,7 +198,8 @@ class UrlGuard:
         host = (parts.hostname or "").rstrip(".").lower()
         if not host:
             raise InvalidWebhookUrl("Invalid webhook URL: missing host")
-        if host in METADATA_HOSTNAMES and not self.allowed:
+        # Always: an allow-list names networks, and a metadata hostname is never one.
+        if host in METADATA_HOSTNAMES:
             raise InvalidWebhookUrl(f"Blocked webhook URL: {host} is a metadata endpoint")
         return host, parts.port or DEFAULT_PORTS[parts.scheme.lower()]
 

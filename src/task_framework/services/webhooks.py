@@ -2,7 +2,9 @@
 
 Webhooks are owned like every other resource (§1.6). Ad-hoc (``source="thread"``) and
 schedule webhooks are ordinary rows created inside their parent's transaction by
-:func:`insert_source_webhooks`; deleting the parent deletes them.
+:func:`insert_source_webhooks`; deleting the parent deletes them. Secrets and API keys
+are stored sealed (:class:`~task_framework.services.crypto.SecretBox`); a secret is shown
+in clear only in the answer that created it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from task_framework.models.webhooks import (
     check_event_names,
 )
 from task_framework.services.auth import Principal
+from task_framework.services.crypto import SecretBox
 from task_framework.services.urlguard import UrlGuard
 from task_framework.store.database import Database
 from task_framework.store.paging import PageRequest, paginate
@@ -51,11 +54,12 @@ def generate_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
 
 
-def webhook_dict(row: Any, *, with_secret: bool = False) -> dict[str, Any]:
+def webhook_dict(row: Any, *, secret: str | None = None) -> dict[str, Any]:
+    """A webhook as the API shows it; ``secret`` is the new plaintext, when there is one."""
     return {
         "id": row.id,
         "url": row.url,
-        "secret": row.secret if with_secret else None,
+        "secret": secret,
         "enabled": bool(row.enabled),
         "disabled_reason": row.disabled_reason,
         "events": row.events,
@@ -118,6 +122,7 @@ def insert_source_webhooks(
     conn: Connection,
     hooks: list[dict[str, Any]],
     *,
+    seal: Callable[[str], str],
     source: str,
     owner: tuple[str | None, str | None],
     now: datetime,
@@ -125,7 +130,8 @@ def insert_source_webhooks(
     schedule_id: str | None = None,
 ) -> None:
     """Insert AdHocWebhook dicts (``callback_url``, ``events``, ``api_key``) as webhook rows
-    scoped to their thread or schedule. URLs must have been checked already."""
+    scoped to their thread or schedule. URLs must have been checked already and each
+    ``api_key`` sealed (see :func:`seal_api_keys`); ``seal`` seals the new secrets."""
     if not hooks:
         return
     scope = {"thread_id": thread_id} if thread_id else {"schedule_id": schedule_id}
@@ -136,7 +142,7 @@ def insert_source_webhooks(
             {
                 "id": new_id("webhook"),
                 "url": hook["callback_url"],
-                "secret": generate_secret(),
+                "secret": seal(generate_secret()),
                 "enabled": True,
                 "disabled_reason": None,
                 "events": {"include": list(hook.get("events") or [])},
@@ -160,6 +166,12 @@ def insert_source_webhooks(
             for hook in hooks
         ],
     )
+
+
+def seal_api_keys(hooks: list[dict[str, Any]], seal: Callable[[str], str]) -> None:
+    """Seal each AdHocWebhook dict's ``api_key`` in place (an empty one becomes None)."""
+    for hook in hooks:
+        hook["api_key"] = seal(hook["api_key"]) if hook.get("api_key") else None
 
 
 def delete_webhooks_where(conn: Connection, condition: Any) -> None:
@@ -245,26 +257,30 @@ def _visible(conn: Connection, principal: Principal, webhook_id: str) -> Any:
 class WebhookService:
     """``/webhooks`` use cases. ``wake`` nudges the dispatcher after a redelivery."""
 
-    def __init__(self, db: Database, guard: UrlGuard, *, wake: Callable[[], None]) -> None:
+    def __init__(
+        self, db: Database, guard: UrlGuard, *, secret_box: SecretBox, wake: Callable[[], None]
+    ) -> None:
         self._db = db
         self.guard = guard
+        self._secrets = secret_box
         self._wake = wake
 
     async def create(self, principal: Principal, body: WebhookCreateRequest) -> dict[str, Any]:
         url = await self.guard.check(body.url)
         now = utcnow()
         webhook_id = new_id("webhook")
+        secret = generate_secret()
         row = {
             "id": webhook_id,
             "url": url,
-            "secret": generate_secret(),
+            "secret": self._secrets.seal(secret),
             "enabled": True if body.enabled is None else body.enabled,
             "disabled_reason": None if body.enabled is not False else "manual",
             "events": body.events.model_dump(exclude_none=True) if body.events else None,
             "data_filters": body.data_filters.model_dump() if body.data_filters else None,
             "scope": _scope_dict(body.scope),
             "timeout_seconds": body.timeout_seconds or DEFAULT_WEBHOOK_TIMEOUT_SECONDS,
-            "api_key": body.api_key or None,
+            "api_key": self._secrets.seal(body.api_key) if body.api_key else None,
             "task_id": body.task_id,
             "task_version": body.task_version,
             "source": "manual",
@@ -282,7 +298,7 @@ class WebhookService:
         def _create(conn: Connection) -> dict[str, Any]:
             conn.execute(insert(webhooks).values(**row))
             webhooks_changed(conn)
-            return webhook_dict(_visible(conn, principal, webhook_id), with_secret=True)
+            return webhook_dict(_visible(conn, principal, webhook_id), secret=secret)
 
         result: dict[str, Any] = await self._db.tx(_create)
         return result
@@ -336,7 +352,7 @@ class WebhookService:
             if getattr(body, attr) is not None:
                 changes[attr] = getattr(body, attr)
         if body.api_key is not None:
-            changes["api_key"] = body.api_key or None
+            changes["api_key"] = self._secrets.seal(body.api_key) if body.api_key else None
         if body.enabled is True:
             changes.update(enabled=True, disabled_reason=None, first_failure_at=None)
         elif body.enabled is False:
@@ -362,15 +378,18 @@ class WebhookService:
         await self._db.tx(_delete)
 
     async def regenerate_secret(self, principal: Principal, webhook_id: str) -> dict[str, Any]:
+        secret = generate_secret()
+        sealed = self._secrets.seal(secret)
+
         def _regenerate(conn: Connection) -> dict[str, Any]:
             _visible(conn, principal, webhook_id)
             conn.execute(
                 update(webhooks)
                 .where(webhooks.c.id == webhook_id)
-                .values(secret=generate_secret(), updated_at=utcnow())
+                .values(secret=sealed, updated_at=utcnow())
             )
             webhooks_changed(conn)
-            return webhook_dict(_visible(conn, principal, webhook_id), with_secret=True)
+            return webhook_dict(_visible(conn, principal, webhook_id), secret=secret)
 
         result: dict[str, Any] = await self._db.tx(_regenerate)
         return result
@@ -475,4 +494,5 @@ __all__ = [
     "generate_secret",
     "insert_source_webhooks",
     "on_thread_deleted",
+    "seal_api_keys",
 ]

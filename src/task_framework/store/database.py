@@ -19,13 +19,17 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, TypeVarTuple
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from task_framework.errors import ServiceUnavailable
+from task_framework.hardening import PRIVATE_DIR_MODE, private_file
+
+if TYPE_CHECKING:
+    from task_framework.store.migrate import CipherFactory
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -65,6 +69,17 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
     cursor.execute("PRAGMA temp_store=MEMORY")
     cursor.close()
+
+
+def _private_sqlite_files(path: Path) -> None:
+    """The database file is created 0600 before SQLite opens it; SQLite gives its -wal and
+    -shm files the database file's mode. Files of an older installation are tightened."""
+    path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    private_file(path)
+    for suffix in ("-wal", "-shm", "-journal"):
+        sibling = path.with_name(path.name + suffix)
+        if sibling.exists():
+            private_file(sibling)
 
 
 def _begin_immediate(conn: Connection) -> None:
@@ -187,7 +202,7 @@ class Database:
         if self.is_sqlite:
             path = self.url.split("///", 1)[-1]
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _private_sqlite_files(Path(path))
             self.engine: Engine = create_engine(
                 self.url,
                 poolclass=StaticPool,
@@ -351,11 +366,12 @@ class Database:
     async def ping(self) -> None:
         await self.tx(lambda conn: conn.execute(text("SELECT 1")))
 
-    def migrate(self) -> None:
-        """Apply Alembic migrations up to head (blocking)."""
+    def migrate(self, *, cipher: CipherFactory | None = None) -> None:
+        """Apply Alembic migrations up to head (blocking); ``cipher`` gives the vault key
+        to a migration that encrypts stored secrets (see ``store.migrate``)."""
         from task_framework.store.migrate import upgrade
 
-        upgrade(self.engine)
+        upgrade(self.engine, cipher=cipher)
 
     async def close(self) -> None:
         if self._checkpointer is not None:

@@ -220,7 +220,7 @@ api_keys = Table(
     Index("ix_api_keys_created", "created_at", "id"),
 )
 
-# Cluster-wide key/value settings (max_concurrent_threads, URL signing key, ...).
+# Cluster-wide key/value settings (max_concurrent_threads, the sealed URL signing key, ...).
 settings_kv = Table(
     "settings",
     metadata,
@@ -291,15 +291,16 @@ task_configs = Table(
 )
 
 # -- webhooks --
-# Manual, ad-hoc (source="thread") and schedule webhooks. The secret is kept as is: it
-# signs every delivery, so it cannot be hashed. thread_id / schedule_id name the parent
-# whose deletion deletes an ad-hoc or schedule webhook.
+# Manual, ad-hoc (source="thread") and schedule webhooks. The secret signs every
+# delivery, so it cannot be hashed: it and the api_key are Fernet tokens of the vault key
+# (services/crypto.py SecretBox), like threads.adhoc_webhooks[*].api_key. thread_id /
+# schedule_id name the parent whose deletion deletes an ad-hoc or schedule webhook.
 webhooks = Table(
     "webhooks",
     metadata,
     Column("id", ID, primary_key=True),
     Column("url", Text, nullable=False),
-    Column("secret", String(64), nullable=False),
+    Column("secret", Text, nullable=False),
     Column("enabled", Boolean, nullable=False, default=True),
     Column("disabled_reason", String(16)),
     Column("events", JSONType),

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from task_framework.api.deps import client_address
 from task_framework.errors import AuthForbidden, TaskFrameworkError
 from task_framework.ui import overview, pages_admin, pages_resources, pages_threads
 from task_framework.ui.common import (
@@ -152,7 +153,9 @@ def create_ui_app(svc: Services) -> ASGIApp:
         if not expected or not secrets.compare_digest(expected, login_token):
             raise AuthForbidden("The sign-in form expired. Reload the page and sign in again.")
         try:
-            principal = await svc.keys.authenticate(
+            principal = await svc.keys.authenticate_from(
+                client_address(request),
+                surface="ui",
                 api_key=api_key.strip() or None,
                 admin_key=None,
                 app_id=app_id.strip() or None,
@@ -164,6 +167,8 @@ def create_ui_app(svc: Services) -> ASGIApp:
                 "AUTH_REQUIRED": "Enter an API key.",
                 "AUTH_INVALID": "This API key is unknown, revoked or expired.",
                 "METADATA_REQUIRED": "This key needs an app id and a user id.",
+                "AUTH_RATE_LIMITED": "Too many failed sign-ins from here or with this key. "
+                f"Try again in {exc.extra.get('retry_after')} s.",
             }.get(exc.code, exc.message)
             response = render(
                 request,
@@ -174,6 +179,8 @@ def create_ui_app(svc: Services) -> ASGIApp:
                 error=message,
             )
             _set_cookie(request, response, LOGIN_COOKIE, token, max_age=3600)
+            if "retry_after" in exc.extra:
+                response.headers["Retry-After"] = str(exc.extra["retry_after"])
             return response
         token, _ = await session_store(request).create(api_key.strip(), principal)
         done = redirect("/")
