@@ -343,15 +343,18 @@ def _confine_child(plan: dict[str, Any], outer: int) -> None:
         _die_with_parent(outer)  # a change of credentials clears the parent-death signal
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
     if plan.get("landlock"):
-        # The view's own /proc (of its PID namespace) and tmpfs mounts.
-        own = ["/proc"] if view else []
+        # The view's own /proc (of its PID namespace) and tmpfs mounts; without the view,
+        # only the worker's own /proc entry.
+        own = ["/proc"] if view else ["/proc/self"]
         private = ["/dev/shm"] if view else []
         exposed = plan["read_only"] + plan["read_write"]
         if view and not any(path == "/tmp" or path.startswith("/tmp/") for path in exposed):
             # Not when binds live under /tmp (a data directory there): their skeleton
             # directories in the private /tmp must not become writable.
             private.append("/tmp")
-        apply_landlock(plan["read_only"] + own, plan["read_write"] + private, ["/dev"])
+        # Only the harmless devices, also outside the view (where /dev is the host's).
+        devices = [f"/dev/{name}" for name in DEVICES]
+        apply_landlock(plan["read_only"] + own, plan["read_write"] + private, devices)
 
 
 def _wait_as_outer(child: int) -> None:
