@@ -137,12 +137,12 @@ async def test_expiry_roles_and_filters(make_server: ServerFactory) -> None:
     assert (
         await client.get("/admin/settings", headers={"X-Admin-API-Key": server.admin_key})
     ).status_code == 200
-    # A managed regular key is refused on A routes.
+    # A managed regular key is refused on A routes: valid, but without the rights.
     assert_problem(
         await client.get("/admin/api-keys", headers={"X-API-Key": bound["key"]}),
-        401,
-        "AUTH_INVALID",
-        detail="Invalid admin API key",
+        403,
+        "AUTH_FORBIDDEN",
+        detail="This route needs an admin API key",
     )
 
     async def names(**params: str) -> set[str]:
