@@ -6,16 +6,16 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from task_framework.api.deps import Admin, Paging, ServicesDep, check_identity
 from task_framework.api.errors import ERROR_RESPONSES
+from task_framework.api.json_edge import JSONResponse, StrictJSONRoute
 from task_framework.errors import ValidationFailed
 from task_framework.limits import MAX_CONCURRENT_THREADS, MAX_IDENTITY_CHARS
 from task_framework.models._time import as_utc, utcnow
 
-router = APIRouter(responses=ERROR_RESPONSES)
+router = APIRouter(route_class=StrictJSONRoute, responses=ERROR_RESPONSES)
 
 
 class SettingsResponse(BaseModel):
