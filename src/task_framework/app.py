@@ -364,6 +364,30 @@ class _JsonBodyLimit:
         await response(scope, receive, send)
 
 
+class _NoNulInUrl:
+    """400 for a NUL character in the path or query: PostgreSQL text cannot hold one, and
+    SQLite must refuse what PostgreSQL refuses."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")
+        ):
+            from starlette.requests import Request
+
+            response = error_response(
+                Request(scope),
+                status=400,
+                code="VALIDATION_FAILED",
+                detail="NUL characters are not allowed in the URL",
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 class _TooLarge(StarletteHTTPException):
     """Raised while the body streams in. FastAPI re-raises HTTP exceptions from body
     parsing (others become a 400), so the error handlers answer 413 FILE_SIZE_EXCEEDED."""
@@ -475,6 +499,7 @@ def create_app(
         return RedirectResponse("/ui/")
 
     app.add_middleware(_JsonBodyLimit, limit=settings.max_json_body_bytes)
+    app.add_middleware(_NoNulInUrl)
     app.add_middleware(RequestContextMiddleware, metrics=svc.metrics)
     return app
 

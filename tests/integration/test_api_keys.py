@@ -102,7 +102,18 @@ async def test_expiry_roles_and_filters(make_server: ServerFactory) -> None:
     client = server.client
     past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    expired = await _create_key(server, name="old", expires_at=past)
+    # A key that would be born expired is refused; one that expires later stops working.
+    assert_problem(
+        await client.post(
+            "/admin/api-keys", json={"name": "old", "expires_at": past}, headers=server.admin
+        ),
+        400,
+        "VALIDATION_FAILED",
+        detail="expires_at must be in the future",
+    )
+    soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    expired = await _create_key(server, name="old", expires_at=soon)
+    await asyncio.sleep(1.1)
     assert_problem(await client.get("/threads", headers=_as(expired["key"])), 401, "AUTH_INVALID")
     valid = await _create_key(server, name="new", expires_at=future)
     assert (await client.get("/threads", headers=_as(valid["key"]))).status_code == 200
@@ -137,12 +148,12 @@ async def test_expiry_roles_and_filters(make_server: ServerFactory) -> None:
     assert (
         await client.get("/admin/settings", headers={"X-Admin-API-Key": server.admin_key})
     ).status_code == 200
-    # A managed regular key is refused on A routes.
+    # A managed regular key is refused on A routes: valid, but without the rights.
     assert_problem(
         await client.get("/admin/api-keys", headers={"X-API-Key": bound["key"]}),
-        401,
-        "AUTH_INVALID",
-        detail="Invalid admin API key",
+        403,
+        "AUTH_FORBIDDEN",
+        detail="This route needs an admin API key",
     )
 
     async def names(**params: str) -> set[str]:

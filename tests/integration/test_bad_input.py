@@ -318,10 +318,15 @@ async def test_routes_auth_and_admin_bodies(make_server: ServerFactory) -> None:
         ("DELETE", "/admin/api-keys/apikey_x"),
     ):
         body = {"name": "k"} if method in ("POST", "PUT") else None
+        # A valid regular key lacks the rights (403); an unknown key stays 401.
         response = await client.request(method, path, json=body, headers=user)
-        assert_problem(response, 401, "AUTH_INVALID", detail="Invalid admin API key")
+        assert_problem(response, 403, "AUTH_FORBIDDEN", detail="This route needs an admin API key")
         response = await client.request(
             method, path, json=body, headers={"X-Admin-API-Key": server.user_key}
+        )
+        assert_problem(response, 403, "AUTH_FORBIDDEN", detail="This route needs an admin API key")
+        response = await client.request(
+            method, path, json=body, headers={"X-Admin-API-Key": "tfk_unknown"}
         )
         assert_problem(response, 401, "AUTH_INVALID", detail="Invalid admin API key")
         response = await client.request(method, path, json=body)

@@ -214,7 +214,8 @@ async def test_credential_crud_preview_reveal_and_errors(
     not_object = await client.put("/admin/credentials/token", json=[1], headers=admin)
     assert_error(not_object, 400, "VALIDATION_FAILED", "Request body must be a JSON object")
     regular = await client.get("/admin/credentials", headers=server.user())
-    assert regular.status_code == 401
+    assert regular.status_code == 403  # a valid key, without the admin role
+    assert regular.json()["detail"]["code"] == "AUTH_FORBIDDEN"
 
     deleted = await client.delete("/admin/credentials/token", headers=admin)
     assert deleted.json() == {"message": "Credential 'token' deleted"}

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Header, Query, Request
 
+from task_framework.errors import ValidationFailed
+from task_framework.limits import MAX_IDENTITY_CHARS, MAX_OFFSET
 from task_framework.services.auth import Principal
 from task_framework.store.paging import DEFAULT_LIMIT, MAX_LIMIT, PageRequest
 
@@ -27,10 +29,55 @@ async def services(request: Request) -> Services:
 ServicesDep = Annotated["Services", Depends(services)]
 
 
+_IDENTITY_FIELDS = (("app_id", "x-app-id"), ("user_id", "x-user-id"))
+
+
+def _header_text(raw: str, header: str) -> str:
+    # Starlette decodes header bytes as Latin-1; identities are UTF-8, as in the query.
+    try:
+        return raw.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise ValidationFailed(f"{header} must be UTF-8") from None
+
+
+def check_identity(field: str, value: str) -> str:
+    """Refuse an ``app_id``/``user_id`` longer than the bound or with control characters."""
+    if len(value) > MAX_IDENTITY_CHARS:
+        raise ValidationFailed(f"{field} must be at most {MAX_IDENTITY_CHARS} characters")
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or 0xD800 <= ord(ch) < 0xE000 for ch in value):
+        raise ValidationFailed(f"{field} must not contain control characters")
+    return value
+
+
 def _identity(request: Request) -> tuple[str | None, str | None]:
+    """The caller's (app_id, user_id).
+
+    The ``X-App-Id``/``X-User-Id`` headers decide when either is present; a query
+    ``app_id``/``user_id`` that disagrees with them is refused, so that a backend which
+    sets the headers and forwards its users' query strings lets no one pick a tenant.
+    Without identity headers the query may carry the identity (compatibility).
+    """
     query, headers = request.query_params, request.headers
-    app_id = query.get("app_id") or headers.get("x-app-id") or None
-    user_id = query.get("user_id") or headers.get("x-user-id") or None
+    from_headers: list[str | None] = []
+    for _, header in _IDENTITY_FIELDS:
+        raw = headers.get(header)
+        from_headers.append(_header_text(raw, header) if raw else None)
+    from_query = [query.get(field) or None for field, _ in _IDENTITY_FIELDS]
+    if any(value is not None for value in from_headers):
+        for (field, header), given, decided in zip(
+            _IDENTITY_FIELDS, from_query, from_headers, strict=True
+        ):
+            if given is not None and given != decided:
+                raise ValidationFailed(
+                    f"Query parameter {field} differs from the {header.title()} header"
+                )
+        chosen = from_headers
+    else:
+        chosen = from_query
+    app_id, user_id = (
+        None if value is None else check_identity(field, value)
+        for (field, _), value in zip(_IDENTITY_FIELDS, chosen, strict=True)
+    )
     return app_id, user_id
 
 
@@ -75,7 +122,7 @@ Admin = Annotated[Principal, Depends(admin)]
 async def page_request(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query()] = None,
-    offset: Annotated[int | None, Query(ge=0)] = None,
+    offset: Annotated[int | None, Query(ge=0, le=MAX_OFFSET)] = None,
 ) -> PageRequest:
     return PageRequest(limit=limit, cursor=cursor or None, offset=offset)
 

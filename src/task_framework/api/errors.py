@@ -8,10 +8,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from task_framework.api.json_edge import JSONResponse
 from task_framework.errors import TaskFrameworkError
 
 log = logging.getLogger("task_framework.api")
@@ -94,12 +94,20 @@ def _clean(value: Any) -> Any:
     return str(value)
 
 
+def _message(err: Any) -> str:
+    message = str(err.get("msg"))
+    reason = (err.get("ctx") or {}).get("error")
+    if err.get("type") == "json_invalid" and isinstance(reason, str):
+        return f"{message}: {reason}"  # say which strict-JSON rule (or syntax) failed
+    return message
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
         {
             "loc": [_clean(part) for part in err.get("loc", ())],
-            "msg": str(err.get("msg")),
+            "msg": _message(err),
             "type": str(err.get("type")),
         }
         for err in exc.errors()

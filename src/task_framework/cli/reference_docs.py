@@ -175,6 +175,57 @@ def _query(operation: dict[str, Any]) -> str:
     return ", ".join(names) or "—"
 
 
+def _bounds() -> Iterator[tuple[str, Any, str]]:
+    """(name, value, docstring) of each constant in ``task_framework.limits``."""
+    import ast
+    import inspect
+
+    from task_framework import limits
+
+    body = ast.parse(inspect.getsource(limits)).body
+    for node, following in zip(body, [*body[1:], None], strict=True):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id in limits.__all__
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+        ):
+            name = node.targets[0].id
+            yield name, getattr(limits, name), str(following.value.value)
+
+
+def _bounds_section() -> list[str]:
+    lines = [
+        "## Bounds",
+        "",
+        "Checked at the edge, the same on SQLite and PostgreSQL; a request outside one "
+        "gets a 4xx in the error envelope (422 for a body or query field, 400 otherwise) "
+        "and stores nothing. The constants live in `task_framework.limits`.",
+        "",
+        "| Bound | Value | Applies to |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| `{name}` | {value:_} | {doc} |" for name, value, doc in _bounds()]
+    lines += [
+        "",
+        "* **Identities** (`app_id`, `user_id`, in headers, query or a bound key): 1 to "
+        "`MAX_IDENTITY_CHARS` characters, no control characters. Header values are read "
+        "as UTF-8, like the query, so both forms of one identity agree; invalid UTF-8 is "
+        "a 400.",
+        "* **Strict JSON**: request bodies (and the JSON a task publishes) must not hold "
+        "`NaN`, `Infinity`, `-Infinity`, lone surrogates or NUL characters, nor nest "
+        "deeper than `MAX_JSON_DEPTH`: 422 `VALIDATION_FAILED`. A NUL in the path or "
+        "query string is a 400.",
+        "* **Identifiers** (task names and versions, credential names, artifact ids) "
+        "must match their pattern as a whole: a trailing newline is refused.",
+        "* **Cron** steps are 1 to the field's span (`*/60` at most for minutes).",
+        "* **API keys** cannot be created with an `expires_at` in the past (400).",
+        "",
+    ]
+    return lines
+
+
 def render_api_reference(document: dict[str, Any] | None = None) -> str:
     """The API reference: one section per route, in the order the app declares them."""
     document = document or openapi_document()
@@ -190,6 +241,7 @@ def render_api_reference(document: dict[str, Any] | None = None) -> str:
         "`X-API-Key`). `/files/{file_ref}` also accepts a pre-signed URL instead of a key.",
         "",
     ]
+    lines += _bounds_section()
     for path, item in document["paths"].items():
         for method in _METHODS:
             operation = item.get(method)

@@ -58,7 +58,7 @@ class Artifact(BaseModel):
     def _check_id(cls, value: Any) -> Any:
         if value is None or value == "":
             return None
-        if isinstance(value, str) and not ARTIFACT_ID_PATTERN.match(value):
+        if isinstance(value, str) and not ARTIFACT_ID_PATTERN.fullmatch(value):
             raise ValueError("artifact id must match ^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
         return value
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from task_framework.limits import MAX_ATTEMPTS
 from task_framework.models.artifact import Artifact
 from task_framework.models.threads import AdHocWebhook, PaginationModel
 
@@ -40,7 +41,7 @@ class ScheduleCreateRequest(_ScheduleFields):
     metadata: dict[str, Any] = Field(default_factory=dict)
     webhooks: list[AdHocWebhook] | None = None
     concurrency_policy: ConcurrencyPolicy = "allow"
-    max_attempts: int = Field(1, ge=1)
+    max_attempts: int = Field(1, ge=1, le=MAX_ATTEMPTS)
     misfire_policy: MisfirePolicy = "skip"
 
 
@@ -57,7 +58,7 @@ class ScheduleUpdateRequest(_ScheduleFields):
     metadata: dict[str, Any] | None = None
     webhooks: list[AdHocWebhook] | None = None
     concurrency_policy: ConcurrencyPolicy | None = None
-    max_attempts: int | None = Field(None, ge=1)
+    max_attempts: int | None = Field(None, ge=1, le=MAX_ATTEMPTS)
     misfire_policy: MisfirePolicy | None = None
 
 

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from task_framework.limits import MAX_THREAD_NAME_CHARS, MAX_TIMEOUT_SECONDS
 from task_framework.models.artifact import Artifact
 
 ThreadState = Literal["queued", "running", "succeeded", "failed", "stopped", "timeout", "expired"]
@@ -46,14 +47,14 @@ class ThreadCreateRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     mode: Literal["sync", "async"]
-    name: str | None = None
+    name: str | None = Field(None, max_length=MAX_THREAD_NAME_CHARS)
     inputs: list[Artifact]
     params: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
     webhooks: list[AdHocWebhook] | None = None
     webhook: AdHocWebhook | None = None
     idempotency_key: str | None = Field(None, min_length=1, max_length=255)
-    timeout_seconds: int | None = Field(None, ge=1)
+    timeout_seconds: int | None = Field(None, ge=1, le=MAX_TIMEOUT_SECONDS)
 
     @field_validator("inputs")
     @classmethod

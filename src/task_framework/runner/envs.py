@@ -150,7 +150,7 @@ class EnvironmentBuilder:
         return env
 
     def _env_path(self, key: str) -> Path:
-        if not _KEY_RE.match(key):
+        if not _KEY_RE.fullmatch(key):
             raise ValueError(f"not an environment key: {key!r}")
         return self.root / key
 

@@ -199,8 +199,10 @@ class KeyRing:
             if not key:
                 raise AuthRequired("Missing admin API key")
             record = await self._valid(key)
-            if record is None or record.role != "admin":
+            if record is None:
                 raise AuthInvalid("Invalid admin API key")
+            if record.role != "admin":
+                raise AuthForbidden("This route needs an admin API key")
             return Principal(True, app_id, user_id, record.key_id, record.name)
         if not api_key:
             raise AuthRequired("Missing API key")

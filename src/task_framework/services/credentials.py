@@ -139,7 +139,7 @@ class CredentialService:
         return self._info(await self._db.tx(self._row, name))
 
     async def put(self, name: str, change: CredentialUpdate) -> dict[str, Any]:
-        if not CREDENTIAL_NAME.match(name):
+        if not CREDENTIAL_NAME.fullmatch(name):
             raise ValidationFailed(
                 f"Invalid credential name '{name[:128]}': use letters, digits, '.', '_' or '-'"
             )

@@ -57,11 +57,16 @@ _MONTH = _Field("month", 1, 12, MONTH_NAMES, 1)
 _DOW = _Field("day-of-week", 0, 7, DAY_NAMES, 0)
 
 
+def _is_number(token: str) -> bool:
+    # str.isdigit() also accepts non-ASCII digits ("²", "١"), which int() refuses or reads.
+    return token.isascii() and token.isdigit()
+
+
 def _value(field: _Field, token: str) -> int:
     lowered = token.lower()
     if field.names and lowered in field.names:
         return field.names.index(lowered) + field.names_start
-    if not token.isdigit():
+    if not _is_number(token):
         raise CronError(f"{field.name} value '{token}' is not a number")
     number = int(token)
     if not field.low <= number <= field.high:
@@ -82,8 +87,9 @@ def _parse_field(field: _Field, text: str, *, allow_last: bool = False) -> tuple
         base, _, step_text = item.partition("/")
         step = 1
         if step_text or item.endswith("/"):
-            if not step_text.isdigit() or int(step_text) == 0:
-                raise CronError(f"{field.name} step '{step_text}' must be a positive number")
+            span = field.high - field.low + 1
+            if not _is_number(step_text) or not 0 < int(step_text) <= span:
+                raise CronError(f"{field.name} step '{step_text[:32]}' must be a number 1-{span}")
             step = int(step_text)
         if base == "*":
             low, high = field.low, field.high

@@ -84,6 +84,10 @@ def resolve_media_type(media_type: str | None, filename: str | None) -> str:
     return DEFAULT_MEDIA_TYPE
 
 
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # int() refuses "²", which isdigit() accepts
+
+
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """A single ``bytes=`` range as ``(start, length)``; None for the whole file.
 
@@ -97,7 +101,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return None
     first, sep, last = spec.strip().partition("-")
     first, last = first.strip(), last.strip()
-    if not sep or not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+    if not sep or not (_digits(first) or first == "") or not (_digits(last) or last == ""):
         return None
     if first == "":
         if last == "":

@@ -24,6 +24,7 @@ from task_framework.store.database import Database
 from task_framework.store.tables import artifacts, files, thread_inputs, thread_logs, threads
 from task_framework.utils.artifact_validation import FILE_KINDS, service_rule_error
 from task_framework.utils.schema_matching import match_any
+from task_framework.utils.strict_json import NotStrictJSON, check_strict
 
 
 class FileStore(Protocol):
@@ -92,6 +93,10 @@ class ThreadHost:
         checked: list[dict[str, Any]] = []
         refs: set[str] = set()
         for raw in items:
+            try:
+                check_strict(raw, where="an output artifact")
+            except NotStrictJSON as exc:
+                raise ArtifactValidationError(_PREFIX + str(exc)) from None
             try:
                 artifact = Artifact.model_validate(raw).model_dump()
             except ValidationError as exc:

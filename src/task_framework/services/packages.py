@@ -244,6 +244,8 @@ def _check_file_dir_clash(files: list[zipfile.ZipInfo]) -> None:
 
 def _check_overlaps(archive: zipfile.ZipFile, files: list[zipfile.ZipInfo]) -> None:
     """Refuse entries whose data overlap (the trick behind non-recursive zip bombs)."""
+    if not files:
+        raise InvalidTaskPackage("The package contains no files")
     ordered = sorted(files, key=lambda i: i.header_offset)
     directory_start = getattr(archive, "start_dir", None)
     for current, following in zip(ordered, [*ordered[1:], None], strict=True):
@@ -336,6 +338,8 @@ def _check_contents(root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidTaskPackage(f"{METADATA_FILE} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise InvalidTaskPackage(f"{METADATA_FILE} is nested too deeply") from None
     meta = parse_metadata(raw)
     if not entry_module_exists(root, meta["entry_point"]):
         module = meta["entry_point"].split(":", 1)[0]

@@ -39,6 +39,7 @@ POLL_SECONDS = 0.15
 LOG_BATCH_ROWS = 1000
 """Log rows read per poll; a full batch is followed by another read at once."""
 LOG_ID_PREFIX = "log_"
+_MAX_SEQ_DIGITS = 18  # fits a signed 64-bit column
 STREAM_PAYLOAD_FILTERS = {"detail": "inline_small"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LOG_RANK, _EVENT_RANK = 0, 1
@@ -214,7 +215,8 @@ def _resume_key(
     if after.startswith(LOG_ID_PREFIX):
         seq_text = after[len(LOG_ID_PREFIX) :]
         row = None
-        if seq_text.isdigit():
+        # ASCII digits only (int() refuses "²"), and small enough for a 64-bit column.
+        if seq_text.isascii() and seq_text.isdigit() and len(seq_text) <= _MAX_SEQ_DIGITS:
             row = conn.execute(
                 select(thread_logs.c.timestamp, thread_logs.c.seq).where(
                     thread_logs.c.thread_id == thread_id, thread_logs.c.seq == int(seq_text)

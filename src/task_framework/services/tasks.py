@@ -148,11 +148,11 @@ def parse_metadata(raw: dict[str, Any], *, default_version: str | None = None) -
         if not isinstance(value, str):
             raise InvalidTaskPackage(f"task metadata field '{key}' must be a string")
     name, version, entry_point = str(name), str(version), str(entry_point)
-    if not SAFE_IDENTIFIER.match(name) or name in RESERVED_TASK_IDS:
+    if not SAFE_IDENTIFIER.fullmatch(name) or name in RESERVED_TASK_IDS:
         raise InvalidTaskPackage(f"task name '{name}' is not a safe identifier")
-    if not SAFE_IDENTIFIER.match(version) or version in RESERVED_VERSIONS:
+    if not SAFE_IDENTIFIER.fullmatch(version) or version in RESERVED_VERSIONS:
         raise InvalidTaskPackage(f"task version '{version}' is not a safe identifier")
-    if not ENTRY_POINT.match(entry_point):
+    if not ENTRY_POINT.fullmatch(entry_point):
         raise InvalidTaskPackage(
             f"entry_point '{entry_point}' must have the form 'module.path:function'"
         )
@@ -207,6 +207,8 @@ def load_dev_task(folder: Path) -> TaskDefinition:
             raise InvalidTaskPackage(f"{folder} has no task_metadata.json or task.yaml")
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise InvalidTaskPackage(f"task metadata of {folder} is not valid: {exc}") from exc
+    except RecursionError:
+        raise InvalidTaskPackage(f"task metadata of {folder} is nested too deeply") from None
     code_dir = folder / "src" if (folder / "src").is_dir() else folder
     if not entry_module_exists(code_dir, meta["entry_point"]):
         raise InvalidTaskPackage(f"entry module of '{meta['entry_point']}' not found in {code_dir}")

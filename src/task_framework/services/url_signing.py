@@ -136,7 +136,11 @@ class UrlSigner:
         """
         signed_method = "GET" if method == "HEAD" else method
         invalid = AuthForbidden("The pre-signed URL signature is invalid", code="SIGNATURE_INVALID")
-        if expires is None or not expires.isdigit() or len(expires) > MAX_EXPIRES_DIGITS:
+        if (
+            expires is None
+            or not (expires.isascii() and expires.isdigit())
+            or len(expires) > MAX_EXPIRES_DIGITS
+        ):
             raise invalid
         # compare_digest refuses non-ASCII text; such values can never be valid anyway.
         if not (signature.isascii() and (kid is None or kid.isascii())):

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
 
-from task_framework.errors import ServiceUnavailable
+from task_framework.errors import ServiceUnavailable, ValidationFailed
 from task_framework.hardening import PRIVATE_DIR_MODE, private_file
 
 if TYPE_CHECKING:
@@ -132,9 +132,13 @@ class _Checkpointer:
 
 @contextlib.contextmanager
 def _translated_errors() -> Iterator[None]:
-    """Connection-level driver errors become 503 SERVICE_UNAVAILABLE, keeping the cause."""
+    """Connection-level driver errors become 503 SERVICE_UNAVAILABLE, and a value the
+    database refuses (text too long, a NUL on PostgreSQL) 400 VALIDATION_FAILED (a last
+    line: the edge checks these first), keeping the cause."""
     try:
         yield
+    except DataError as exc:
+        raise ValidationFailed(f"Value refused by the database: {exc.orig}") from exc
     except OperationalError as exc:
         raise ServiceUnavailable(f"Database unavailable: {exc.orig}") from exc
     except DBAPIError as exc:

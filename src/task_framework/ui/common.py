@@ -20,6 +20,7 @@ from task_framework.api.deps import ServicesDep
 from task_framework.errors import AuthForbidden, TaskFrameworkError
 from task_framework.services.auth import Principal
 from task_framework.ui.sessions import COOKIE_NAME, Session, SessionStore
+from task_framework.utils.strict_json import NotStrictJSON, loads_strict
 
 if TYPE_CHECKING:
     pass
@@ -190,9 +191,11 @@ def parse_json_field(text: str, label: str, default: Any) -> Any:
     if not text.strip():
         return default
     try:
-        return json.loads(text)
+        return loads_strict(text)
     except json.JSONDecodeError as exc:
         raise ValidationFailed(f"{label} is not valid JSON: {exc.msg} (line {exc.lineno})") from exc
+    except NotStrictJSON as exc:
+        raise ValidationFailed(f"{label}: {exc}") from None
 
 
 def error_message(exc: Exception) -> str:

@@ -168,7 +168,7 @@ async def schedule_create(request: Request, session: FormSession, svc: Svc) -> R
             ),
             "params": parse_json_field(await form_text(request, "params"), "Params", {}),
             "concurrency_policy": (await form_text(request, "concurrency_policy")) or "allow",
-            "max_attempts": int(attempts) if attempts.isdigit() else 1,
+            "max_attempts": int(attempts) if attempts.isascii() and attempts.isdigit() else 1,
         }
     )
     if not body.inputs_template:
@@ -248,7 +248,7 @@ async def webhook_create(request: Request, session: FormSession, svc: Svc) -> Re
     timeout = await form_text(request, "timeout_seconds")
     payload: dict[str, Any] = {
         "url": await form_text(request, "url"),
-        "timeout_seconds": int(timeout) if timeout.isdigit() else None,
+        "timeout_seconds": int(timeout) if timeout.isascii() and timeout.isdigit() else None,
         "task_id": (await form_text(request, "task_id")) or None,
     }
     if events:

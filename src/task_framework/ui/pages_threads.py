@@ -113,7 +113,7 @@ async def thread_create(request: Request, session: FormSession, svc: Svc) -> Res
             "inputs": parse_json_field(await form_text(request, "inputs"), "Inputs", []),
             "params": parse_json_field(await form_text(request, "params"), "Params", {}),
             "metadata": parse_json_field(await form_text(request, "metadata"), "Metadata", {}),
-            "timeout_seconds": int(timeout) if timeout.isdigit() else None,
+            "timeout_seconds": int(timeout) if timeout.isascii() and timeout.isdigit() else None,
         }
     )
     thread, _ = await svc.threads.create(

@@ -6,14 +6,16 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from task_framework.api.deps import Admin, Paging, ServicesDep
+from task_framework.api.deps import Admin, Paging, ServicesDep, check_identity
 from task_framework.api.errors import ERROR_RESPONSES
-from task_framework.models._time import as_utc
+from task_framework.api.json_edge import JSONResponse, StrictJSONRoute
+from task_framework.errors import ValidationFailed
+from task_framework.limits import MAX_CONCURRENT_THREADS, MAX_IDENTITY_CHARS
+from task_framework.models._time import as_utc, utcnow
 
-router = APIRouter(responses=ERROR_RESPONSES)
+router = APIRouter(route_class=StrictJSONRoute, responses=ERROR_RESPONSES)
 
 
 class SettingsResponse(BaseModel):
@@ -26,15 +28,15 @@ class SettingsResponse(BaseModel):
 
 class SettingsUpdateRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    max_concurrent_threads: int | None = Field(None, ge=0)
+    max_concurrent_threads: int | None = Field(None, ge=0, le=MAX_CONCURRENT_THREADS)
 
 
 class ApiKeyCreateRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     name: str = Field(min_length=1, max_length=100)
     role: Literal["user", "admin"] = "user"
-    app_id: str | None = Field(None, min_length=1, max_length=255)
-    user_id: str | None = Field(None, min_length=1, max_length=255)
+    app_id: str | None = Field(None, min_length=1, max_length=MAX_IDENTITY_CHARS)
+    user_id: str | None = Field(None, min_length=1, max_length=MAX_IDENTITY_CHARS)
     expires_at: datetime | None = None
 
     @model_validator(mode="after")
@@ -84,12 +86,18 @@ async def put_settings(body: SettingsUpdateRequest, principal: Admin, svc: Servi
 
 @router.post("/admin/api-keys", tags=["admin"], status_code=201, response_model=ApiKeyCreatedModel)
 async def create_api_key(body: ApiKeyCreateRequest, _: Admin, svc: ServicesDep) -> Response:
+    expires_at = as_utc(body.expires_at) if body.expires_at else None
+    if expires_at is not None and expires_at <= utcnow():
+        raise ValidationFailed("expires_at must be in the future")
+    for field, value in (("app_id", body.app_id), ("user_id", body.user_id)):
+        if value is not None:
+            check_identity(field, value)
     created = await svc.keys.create_key(
         name=body.name,
         role=body.role,
         app_id=body.app_id,
         user_id=body.user_id,
-        expires_at=as_utc(body.expires_at) if body.expires_at else None,
+        expires_at=expires_at,
     )
     return JSONResponse(created, status_code=201)
 

@@ -6,20 +6,21 @@ with 400 (not 422), in the envelope with the legacy top-level ``error`` string.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from task_framework.api.deps import Admin, ServicesDep
 from task_framework.api.errors import ERROR_RESPONSES
+from task_framework.api.json_edge import JSONResponse, StrictJSONRoute
 from task_framework.errors import ValidationFailed
 from task_framework.services.credentials import CredentialUpdate
+from task_framework.utils.strict_json import NotStrictJSON, loads_strict
 
-router = APIRouter(responses=ERROR_RESPONSES, tags=["admin"])
+router = APIRouter(route_class=StrictJSONRoute, responses=ERROR_RESPONSES, tags=["admin"])
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -124,7 +125,11 @@ def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
 async def _json_object(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
-        data = json.loads(raw)
+        data = loads_strict(raw)
+    except NotStrictJSON as exc:
+        raise RequestValidationError(
+            [{"loc": ("body",), "msg": str(exc), "type": "json_invalid"}]
+        ) from None
     except (ValueError, RecursionError):
         raise ValidationFailed("Invalid JSON body") from None
     if not isinstance(data, dict):

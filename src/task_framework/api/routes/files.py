@@ -12,13 +12,15 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from task_framework.api.deps import Caller, Paging, ServicesDep, caller, services_of
 from task_framework.api.errors import ERROR_RESPONSES
+from task_framework.api.json_edge import JSONResponse, StrictJSONRoute
+from task_framework.api.multipart_names import disposition_names
 from task_framework.errors import PayloadTooLarge, StorageError, ValidationFailed
 from task_framework.services.files import (
     DEFAULT_DOWNLOAD_URL_SECONDS,
@@ -32,7 +34,7 @@ from task_framework.storage.base import check_file_ref, content_disposition
 if TYPE_CHECKING:
     pass
 
-router = APIRouter(responses=ERROR_RESPONSES)
+router = APIRouter(route_class=StrictJSONRoute, responses=ERROR_RESPONSES)
 
 MAX_FORM_FIELD_BYTES = 4096
 """Non-file form fields (``filename``, ``media_type``) are small; longer ones are refused."""
@@ -132,7 +134,7 @@ class _MultipartUpload:
         self._out: list[bytes] = []
         self._header_field = bytearray()
         self._header_value = bytearray()
-        self._headers: dict[str, str] = {}
+        self._headers: dict[str, bytes] = {}
         self._part: str | None = None
         self._field_value = bytearray()
         self.file_seen = False
@@ -167,18 +169,17 @@ class _MultipartUpload:
 
     def _header_end(self) -> None:
         name = self._header_field.decode("latin-1").strip().lower()
-        self._headers[name] = self._header_value.decode("utf-8", "replace")
+        self._headers[name] = bytes(self._header_value)
         self._header_field.clear()
         self._header_value.clear()
 
     def _headers_finished(self) -> None:
-        _, params = parse_options_header(self._headers.get("content-disposition", ""))
-        name = params.get(b"name", b"").decode("utf-8", "replace")
+        name, filename = disposition_names(self._headers.get("content-disposition", b""))
         if name == FILE_FIELD and not self.file_seen:
             self.file_seen = True
-            raw_name = params.get(b"filename")
-            self.part_filename = raw_name.decode("utf-8", "replace") if raw_name else None
-            self.part_type = self._headers.get("content-type")
+            self.part_filename = filename
+            content_type = self._headers.get("content-type")
+            self.part_type = content_type.decode("utf-8", "replace") if content_type else None
         self._part = name
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:

@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from fastapi.responses import JSONResponse
 
 from task_framework.api.deps import Caller, Paging, ServicesDep
 from task_framework.api.errors import ERROR_RESPONSES
+from task_framework.api.json_edge import JSONResponse, StrictJSONRoute
 from task_framework.models._time import as_utc
 from task_framework.models.schedules import (
     RunListModel,
@@ -23,7 +23,7 @@ from task_framework.models.schedules import (
 )
 from task_framework.services.schedules import RunFilters
 
-router = APIRouter(tags=["schedules"], responses=ERROR_RESPONSES)
+router = APIRouter(route_class=StrictJSONRoute, tags=["schedules"], responses=ERROR_RESPONSES)
 
 TaskIdQuery = Annotated[str | None, Query(description="Task to run (wins over the body)")]
 VersionQuery = Annotated[str | None, Query(description="Task version (default: latest)")]

@@ -11,15 +11,17 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from task_framework.api.deps import Caller, ServicesDep
 from task_framework.api.errors import ERROR_RESPONSES
+from task_framework.api.json_edge import JSONResponse, StrictJSONRoute
+from task_framework.limits import MAX_OFFSET
 from task_framework.models.threads import LogListModel
 from task_framework.services.streams import StreamItem, ThreadStreams, close_quietly
 from task_framework.store.paging import PageRequest
 
-router = APIRouter(responses=ERROR_RESPONSES)
+router = APIRouter(route_class=StrictJSONRoute, responses=ERROR_RESPONSES)
 
 PING_SECONDS = 15.0
 """A ``: ping`` comment is sent after this long without a message (keeps proxies open)."""
@@ -96,7 +98,7 @@ async def thread_logs(
     stream: Literal["stdout", "stderr", "log"] | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
     cursor: str | None = None,
-    offset: Annotated[int | None, Query(ge=0)] = None,
+    offset: Annotated[int | None, Query(ge=0, le=MAX_OFFSET)] = None,
     follow: Annotated[bool, Query(description="Stream records as SSE until the end")] = False,
     after: AfterQuery = None,
     last_event_id: LastEventIdHeader = None,

@@ -7,17 +7,17 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from task_framework._version import __version__
 from task_framework.api.deps import ServicesDep
 from task_framework.api.errors import ERROR_RESPONSES
+from task_framework.api.json_edge import JSONResponse, StrictJSONRoute
 from task_framework.errors import NotFound, TaskFrameworkError
 from task_framework.models._time import format_ts_ms, utcnow
 from task_framework.utils.schema_matching import display_fields
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJSONRoute)
 
 PROBE_TIMEOUT_SECONDS = 1.0
 METADATA_CACHE_CONTROL = "public, max-age=300"

@@ -14,19 +14,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from task_framework.api.deps import Admin, ServicesDep
 from task_framework.api.errors import ERROR_RESPONSES
+from task_framework.api.json_edge import JSONResponse, StrictJSONRoute
+from task_framework.api.multipart_names import disposition_names
 from task_framework.errors import InvalidTaskPackage, PayloadTooLarge
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
 
-router = APIRouter(responses=ERROR_RESPONSES, tags=["tasks"])
+router = APIRouter(route_class=StrictJSONRoute, responses=ERROR_RESPONSES, tags=["tasks"])
 
 FILE_FIELD = "file"
 
@@ -146,11 +147,10 @@ class _Spool:
         self._field, self._value = b"", b""
 
     def _headers_finished(self) -> None:
-        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
-        if options.get(b"name") == FILE_FIELD.encode() and not self.found:
+        name, filename = disposition_names(self._headers.get(b"content-disposition", b""))
+        if name == FILE_FIELD and not self.found:
             self.found = True
-            raw_name = options.get(b"filename")
-            self.filename = raw_name.decode("utf-8", "replace") if raw_name is not None else None
+            self.filename = filename
             self._handle = open(self.path, "wb")  # noqa: SIM115 - closed in _part_end/close
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:

@@ -7,10 +7,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 
 from task_framework.api.deps import Caller, Paging, ServicesDep, services_of
 from task_framework.api.errors import ERROR_RESPONSES
+from task_framework.api.json_edge import JSONResponse, StrictJSONRoute
 from task_framework.models._time import as_utc
 from task_framework.models.artifact import Artifact
 from task_framework.models.threads import (
@@ -23,7 +23,7 @@ from task_framework.models.threads import (
 )
 from task_framework.services.threads import ArtifactFilters, ThreadFilters
 
-router = APIRouter(responses=ERROR_RESPONSES)
+router = APIRouter(route_class=StrictJSONRoute, responses=ERROR_RESPONSES)
 
 TaskIdQuery = Annotated[str | None, Query(description="Task to run (required with several tasks)")]
 VersionQuery = Annotated[str | None, Query(description="Task version (default: latest)")]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Response
-from fastapi.responses import JSONResponse
 
 from task_framework.api.deps import Caller, Paging, ServicesDep
 from task_framework.api.errors import ERROR_RESPONSES
+from task_framework.api.json_edge import JSONResponse, StrictJSONRoute
 from task_framework.models.webhooks import (
     DeliveryStatus,
     WebhookCreateRequest,
@@ -21,7 +21,9 @@ from task_framework.models.webhooks import (
 )
 from task_framework.services.webhooks import DeliveryFilters, WebhookFilters
 
-router = APIRouter(prefix="/webhooks", tags=["webhooks"], responses=ERROR_RESPONSES)
+router = APIRouter(
+    route_class=StrictJSONRoute, prefix="/webhooks", tags=["webhooks"], responses=ERROR_RESPONSES
+)
 
 
 @router.post("", status_code=201, response_model=WebhookModel, summary="Create a webhook")
