@@ -152,26 +152,18 @@ class Layers:
     reasons: dict[str, str] = field(default_factory=dict)
 
     def in_force(self) -> list[str]:
-        names = []
-        if self.pid_namespace:
-            names.append("pid_namespace")
-        if self.user_namespace:
-            names.append("user_namespace")
-        if self.filesystem_view:
-            names.append("filesystem_view")
-        if self.network_namespace:
-            names.append("network_namespace")
-        if self.landlock_abi:
-            names.append("landlock")
-        if self.no_new_privs:
-            names.append("no_new_privs")
-        if self.separate_uid:
-            names.append("separate_uid")
-        if self.cgroup:
-            names.append("cgroup")
-        if self.rlimits:
-            names.append("rlimits")
-        return names
+        flags = {
+            "pid_namespace": self.pid_namespace,
+            "user_namespace": self.user_namespace,
+            "filesystem_view": self.filesystem_view,
+            "network_namespace": self.network_namespace,
+            "landlock": bool(self.landlock_abi),
+            "no_new_privs": self.no_new_privs,
+            "separate_uid": self.separate_uid,
+            "cgroup": bool(self.cgroup),
+            "rlimits": self.rlimits,
+        }
+        return [name for name, on in flags.items() if on]
 
     def required_missing(self) -> list[str]:
         """Layers strict mode insists on that are not in force."""
