@@ -11,6 +11,7 @@ Standard library and pydantic only: this module runs inside task environments.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import inspect
 import io
@@ -498,7 +499,7 @@ class Worker:
         level = logging.getLevelName(str(message.get("log_level", "INFO")).upper())
         logging.getLogger().setLevel(level if isinstance(level, int) else logging.INFO)
         exit_code: int | None = None
-        workdir = self._enter_scratch(thread_id)
+        workdir = self._enter_scratch()
         try:
             fn = self._load(str(message["entry_point"]))
         except EntryPointError as exc:
@@ -531,14 +532,21 @@ class Worker:
         if exit_code is not None:
             os._exit(exit_code)
 
-    def _enter_scratch(self, thread_id: str) -> str | None:
-        """A fresh working and temp directory for this thread, inside the worker's scratch."""
+    def _enter_scratch(self) -> str | None:
+        """An empty working and temp directory for this thread, inside the worker's scratch.
+
+        The same folder serves the next thread when this one leaves it empty (a fresh
+        ``mkdir``/``rmdir`` pair costs ~0.1 ms on a journaling filesystem); whatever a
+        thread leaves in it is removed before the next one starts.
+        """
         if self._scratch is None:
             return None
-        workdir = os.path.join(self._scratch, thread_id.replace(os.sep, "_"))
-        os.makedirs(workdir, exist_ok=True)
+        workdir = os.path.join(self._scratch, "work")
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(workdir, 0o700)
         os.chdir(workdir)
-        os.environ["TMPDIR"] = workdir
+        if os.environ.get("TMPDIR") != workdir:
+            os.environ["TMPDIR"] = workdir
         tempfile.tempdir = workdir
         return workdir
 
@@ -546,9 +554,10 @@ class Worker:
         if self._scratch is None or workdir is None:
             return
         os.chdir(self._scratch)
-        os.environ["TMPDIR"] = self._scratch
-        tempfile.tempdir = None
-        shutil.rmtree(workdir, ignore_errors=True)
+        with os.scandir(workdir) as entries:
+            left = next(entries, None) is not None
+        if left:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     def serve(self) -> None:
         while True:
