@@ -123,8 +123,11 @@ async def _schemathesis(
         "not_a_server_error",
         "--max-examples",
         str(_examples()),
+        # One worker: CPython 3.11's AST validator keeps its recursion depth in a global, so
+        # hypothesis parsing lambda sources from two threads at once can fail inside the
+        # fuzzer itself ("AST constructor recursion depth mismatch"), not in the server.
         "--workers",
-        "2",
+        "1",
         "--request-timeout",
         str(REQUEST_TIMEOUT_SECONDS),
         "--suppress-health-check",
