@@ -26,10 +26,16 @@ def assert_problem(
     detail: str | None = None,
     detail_prefix: str | None = None,
 ) -> dict[str, Any]:
-    """Assert an error response in the ``{"detail": {...}}`` envelope; return the inner dict."""
+    """Assert an error response in the ``{"detail": {...}}`` envelope; return the inner dict.
+
+    A 422 is checked in FastAPI's standard shape instead (``{"detail": [{loc, msg, type}]}``,
+    API.md §3) and returned as ``{"code", "detail", "errors"}``: ``detail`` joins the
+    messages, so ``detail``/``detail_prefix`` match any one of them."""
     assert response.status_code == status, response.text
     assert response.headers.get("x-request-id"), "every response carries X-Request-ID"
     assert response.headers["content-type"].startswith("application/json")
+    if status == 422:
+        return _validation_problem(response, code, detail=detail, detail_prefix=detail_prefix)
     problem: dict[str, Any] = response.json()["detail"]
     assert problem["type"] == f"https://httpstatus.es/{status}"
     assert isinstance(problem["title"], str)
@@ -41,6 +47,27 @@ def assert_problem(
     if detail_prefix is not None:
         assert str(problem["detail"]).startswith(detail_prefix), problem["detail"]
     return problem
+
+
+def _validation_problem(
+    response: httpx.Response, code: str, *, detail: str | None, detail_prefix: str | None
+) -> dict[str, Any]:
+    assert code == "VALIDATION_FAILED", "a 422 carries no code of its own"
+    body = response.json()
+    assert set(body) == {"detail"}, body
+    errors = body["detail"]
+    assert isinstance(errors, list), body
+    assert errors, body
+    for error in errors:
+        assert {"loc", "msg", "type"} <= set(error), error
+        assert isinstance(error["loc"], list), error
+        assert isinstance(error["msg"], str), error
+    messages = [str(e["msg"]).removeprefix("Value error, ") for e in errors]
+    if detail is not None:
+        assert detail in messages, messages
+    if detail_prefix is not None:
+        assert any(m.startswith(detail_prefix) for m in messages), messages
+    return {"code": code, "detail": "; ".join(messages), "errors": errors}
 
 
 def write_dev_task(

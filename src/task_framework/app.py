@@ -172,7 +172,6 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         task_filter=frozenset(settings.worker_tasks) if settings.worker_tasks else None,
         lease_seconds=settings.thread_lease_seconds,
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
-        log_level=settings.log_level,
         max_log_bytes=settings.max_log_bytes_per_thread,
         on_state=metrics.record_thread_state,
         on_finished=metrics.record_thread_finished,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -117,3 +118,55 @@ def test_kill_9_loses_no_thread(tmp_path: Path, servers: list[Process]) -> None:
         assert len(lost) <= 2  # only the two that were running when the server died
         assert list(states.values()).count("succeeded") >= 18
         assert client.get("/threads").json()["pagination"]["total"] == 20
+
+
+def _banner_command(server: Process) -> str:
+    """The shell command the banner printed after "try", joined from its lines."""
+    text = server.log_path.read_text(errors="replace")
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("try"))
+    command = []
+    for line in lines[start + 1 :]:
+        command.append(line.strip().removesuffix("\\"))
+        if not line.endswith("\\"):
+            break
+    return " ".join(command)
+
+
+GENERATED_KEYS = {"TASK_FRAMEWORK_API_KEYS": "", "TASK_FRAMEWORK_ADMIN_API_KEYS": ""}
+
+
+def test_printed_try_command_works_with_several_tasks(
+    tmp_path: Path, servers: list[Process]
+) -> None:
+    other = write_task(
+        tmp_path,
+        "other",
+        "from task_framework.models.artifact import Artifact\n\n"
+        "def run(context):\n"
+        "    context.publish_output_artifacts_sync([Artifact(kind='json', value={'x': 1})])\n",
+    )
+    server = Process(tmp_path / "data", [HELLO_TASK, other], env=GENERATED_KEYS)
+    servers.append(server)
+    command = _banner_command(server)
+    assert "task_id=" in command  # two tasks: the command names one
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=True)
+    thread = json.loads(result.stdout)
+    assert thread["state"] == "succeeded", thread
+
+
+def test_server_without_tasks_says_how_to_deploy(tmp_path: Path, servers: list[Process]) -> None:
+    server = Process(tmp_path / "data", [], env=GENERATED_KEYS)
+    servers.append(server)
+    text = server.log_path.read_text(errors="replace")
+    assert "no task is deployed yet" in text
+    assert "task-framework deploy PACKAGE.zip" in text
+    keys = json.loads((tmp_path / "data" / "generated-api-keys.json").read_text())
+    answer = httpx.post(
+        f"{server.base}/threads",
+        json={"mode": "sync", "inputs": [{"kind": "json", "value": {}}]},
+        headers={"X-API-Key": keys["api_key"], "X-User-Id": "u", "X-App-Id": "a"},
+    )
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["detail"]["code"] == "TASK_NOT_FOUND"
+    assert "No task is deployed" in answer.json()["detail"]["detail"]

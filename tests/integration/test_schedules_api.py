@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import update
 
 from conftest import Server, ServerFactory
+from http_contract import assert_problem
 from procs import PROCESS_ID, process_alive
 from task_framework.store.tables import schedules
 
@@ -180,8 +181,7 @@ async def test_validation_errors(make_server: ServerFactory, database_url: str) 
         body(cron=5),
     ):
         response = await server.client.post("/schedules", json=payload, headers=server.user())
-        assert response.status_code == 422, (payload, response.text)
-        assert response.json()["detail"]["code"] == "VALIDATION_FAILED"
+        assert_problem(response, 422, "VALIDATION_FAILED")
     unknown = await server.client.post(
         "/schedules", json=body(task_id="nope"), headers=server.user()
     )

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from conftest import Server, ServerFactory
+from http_contract import assert_problem
 
 PUBLIC_URL = "https://93.184.216.34/hook"
 BODY = {"inputs": [{"kind": "json", "value": {"name": "Ada"}}]}
@@ -97,8 +98,7 @@ async def test_create_get_update_delete(make_server: ServerFactory, database_url
 async def test_invalid_bodies_are_422(make_server: ServerFactory, body: dict[str, Any]) -> None:
     server = await make_server()
     response = await server.client.post("/webhooks", json=body, headers=server.user())
-    assert response.status_code == 422, response.text
-    assert response.json()["detail"]["code"] == "VALIDATION_FAILED"
+    assert_problem(response, 422, "VALIDATION_FAILED")
 
 
 @pytest.mark.parametrize(

@@ -103,6 +103,9 @@ def _message(err: Any) -> str:
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 in FastAPI's standard ``{"detail": [{loc, msg, type}, ...]}`` shape
+    (``HTTPValidationError``), as 0.0.20b0 answers and generated clients expect; every other
+    error uses the envelope. The rejected input is not echoed back."""
     assert isinstance(exc, RequestValidationError)
     errors = [
         {
@@ -112,12 +115,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         }
         for err in exc.errors()
     ]
-    first = str(errors[0]["msg"]) if errors else "Validation failed"
-    if first.startswith("Value error, "):
-        first = first[len("Value error, ") :]
-    return error_response(
-        request, status=422, code="VALIDATION_FAILED", detail=first, errors=errors
-    )
+    return JSONResponse({"detail": errors}, status_code=422)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -144,5 +142,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorEnvelope, "description": _title(status)}
-    for status in (400, 401, 403, 404, 413, 422, 429, 503)
+    for status in (400, 401, 403, 404, 413, 429, 503)
 }
+"""The envelope's statuses; 422 keeps FastAPI's own ``HTTPValidationError`` schema."""

@@ -56,6 +56,7 @@ def _banner(svc: Any) -> None:
     settings = svc.settings
     base = f"http://{settings.host}:{settings.port}"
     lines = [f"task-framework {__version__} serving on {base}  (docs: {base}/docs)"]
+    task_ids = svc.registry.task_ids()
     tasks = svc.registry.all()
     if tasks:
         lines.append("tasks: " + ", ".join(t.full_id for t in tasks))
@@ -66,15 +67,30 @@ def _banner(svc: Any) -> None:
         )
         lines.append(f"  admin key:   {keys['admin_api_key']}")
     if "api_key" in keys:
-        lines += [
-            f"  regular key: {keys['api_key']}",
-            "try:",
-            f"  curl -s -X POST '{base}/threads' -H 'X-API-Key: {keys['api_key']}' \\",
-            "       -H 'X-User-Id: user1' -H 'X-App-Id: app1' \\",
-            "       -H 'Content-Type: application/json' \\",
-            "       -d '" + _EXAMPLE_BODY + "'",
-        ]
+        lines.append(f"  regular key: {keys['api_key']}")
+    lines += _first_steps(base, task_ids, keys)
     print("\n".join(lines), file=sys.stderr, flush=True)
+
+
+def _first_steps(base: str, task_ids: list[str], keys: dict[str, str]) -> list[str]:
+    """A command that works for what is loaded: run the task, or deploy a first one."""
+    if not task_ids:
+        admin = keys.get("admin_api_key", "$TASK_FRAMEWORK_API_KEY")
+        return [
+            "no task is deployed yet; deploy one (see docs/tutorial.md):",
+            f"  task-framework deploy PACKAGE.zip --url {base} --api-key {admin}",
+            "  or serve a task folder with --dev-task DIR",
+        ]
+    if "api_key" not in keys:
+        return []
+    query = "" if len(task_ids) == 1 else f"?task_id={task_ids[0]}"
+    return [
+        f"try (task {task_ids[0]}):",
+        f"  curl -s -X POST '{base}/threads{query}' -H 'X-API-Key: {keys['api_key']}' \\",
+        "       -H 'X-User-Id: user1' -H 'X-App-Id: app1' \\",
+        "       -H 'Content-Type: application/json' \\",
+        "       -d '" + _EXAMPLE_BODY + "'",
+    ]
 
 
 @app.command()

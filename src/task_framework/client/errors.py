@@ -51,6 +51,15 @@ class WaitTimeout(ClientError):
         self.thread_id = thread_id
 
 
+def _validation_message(item: Any) -> str:
+    """``body.inputs.0.kind: Field required`` from one ``{loc, msg, type}`` entry."""
+    if not isinstance(item, dict):
+        return str(item)
+    where = ".".join(str(part) for part in item.get("loc") or ())
+    message = str(item.get("msg") or item.get("type") or "invalid")
+    return f"{where}: {message}" if where else message
+
+
 def error_from_response(response: httpx.Response) -> ApiError:
     """Build the ApiError of an error response (the envelope, or whatever came back)."""
     request_id = response.headers.get("x-request-id")
@@ -64,6 +73,14 @@ def error_from_response(response: httpx.Response) -> ApiError:
             response.status_code,
             str(envelope.get("code") or "ERROR"),
             str(envelope.get("detail") or envelope.get("title") or ""),
+            body=body,
+            request_id=request_id,
+        )
+    if isinstance(envelope, list) and envelope:  # 422: FastAPI's standard validation shape
+        return ApiError(
+            response.status_code,
+            "VALIDATION_FAILED",
+            "; ".join(_validation_message(item) for item in envelope[:5]),
             body=body,
             request_id=request_id,
         )

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 from task_framework.context import ContextBackend, TaskContext
 from task_framework.errors import ArtifactValidationError
+from task_framework.logging import running_with
 from task_framework.runner import protocol as p
 from task_framework.runner.base import (
     OUTPUT_VALIDATION_FAILED,
@@ -129,15 +130,20 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
+def _call(fn: Callable[..., Any], context: TaskContext) -> None:
+    if inspect.iscoroutinefunction(fn):
+        asyncio.run(fn(context))
+    else:
+        result = fn(context)
+        if inspect.isawaitable(result):
+            asyncio.run(_await(result))
+
+
 def invoke(fn: Callable[..., Any], context: TaskContext) -> tuple[ErrorInfo | None, int | None]:
     """Call the task function; (error or None, exit code when the task called sys.exit)."""
     try:
-        if inspect.iscoroutinefunction(fn):
-            asyncio.run(fn(context))
-        else:
-            result = fn(context)
-            if inspect.isawaitable(result):
-                asyncio.run(_await(result))
+        with running_with(context.logger):  # ``task_framework.logging.logger`` writes here
+            _call(fn, context)
     except ArtifactValidationError as exc:
         trace = _task_traceback(exc)
         return ErrorInfo(OUTPUT_VALIDATION_FAILED, str(exc), type(exc).__name__, trace), None

@@ -23,6 +23,7 @@ SDK_MODULES: tuple[str, ...] = (
     "_version.py",
     "errors.py",
     "context.py",
+    "logging.py",
     "testing.py",
     "models/__init__.py",
     "models/artifact.py",

@@ -44,7 +44,12 @@ from task_framework.services.packages import (
     hash_hex,
     remove_tree,
 )
-from task_framework.services.tasks import TaskDefinition, TaskRegistry, version_order_key
+from task_framework.services.tasks import (
+    DEFAULT_TASK_LOG_LEVEL,
+    TaskDefinition,
+    TaskRegistry,
+    version_order_key,
+)
 from task_framework.services.threads import ThreadService
 from task_framework.store.database import Database
 from task_framework.store.tables import task_deployments, task_packages, task_versions, threads
@@ -96,6 +101,7 @@ def _definition(
         zip_hash=zip_hash,
         deployed_at=deployed_at,
         resources=parse_resources(meta),
+        log_level=str(meta.get("log_level") or DEFAULT_TASK_LOG_LEVEL),
     )
 
 

@@ -127,7 +127,6 @@ class Executor:
         capacity: int,
         lease_seconds: float,
         shutdown_grace_seconds: float,
-        log_level: str,
         max_log_bytes: int,
         host_factory: Callable[..., ThreadHost] = ThreadHost,
         files: FileStore | None = None,
@@ -150,7 +149,6 @@ class Executor:
         self._lease = timedelta(seconds=lease_seconds)
         self._lease_seconds = lease_seconds
         self._shutdown_grace = shutdown_grace_seconds
-        self._log_level = log_level
         self._max_log_bytes = max_log_bytes
         self._host_factory = host_factory
         self._task_filter = task_filter
@@ -508,7 +506,7 @@ class Executor:
             config=plain,
             secrets=secret,
             timeout_seconds=None,  # enforced by _arm_timeout, from started_at
-            log_level=self._log_level,
+            log_level=task.log_level,
             owner=claimed.owner,
         )
         host = self._host_factory(

@@ -39,6 +39,16 @@ DEV_CODE_TOKEN_TTL_SECONDS = 0.5
 _IGNORED_DIRS = frozenset({"__pycache__", ".git", ".venv", "venv", "test-data", ".mypy_cache"})
 
 
+NO_TASK_DEPLOYED = (
+    "No task is deployed on this server: deploy one first "
+    "(POST /admin/tasks, or `task-framework deploy PACKAGE.zip`)"
+)
+
+TASK_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DEFAULT_TASK_LOG_LEVEL = "INFO"
+"""Task records at INFO and above reach the thread's log unless its metadata says otherwise."""
+
+
 @dataclass(slots=True)
 class TaskDefinition:
     """One loaded task version."""
@@ -60,6 +70,8 @@ class TaskDefinition:
     env: TaskEnv | None = None
     resources: TaskResources = field(default_factory=TaskResources)
     """``resources`` and ``network`` of its metadata (the sandbox's limits for it)."""
+    log_level: str = DEFAULT_TASK_LOG_LEVEL
+    """The lowest level of the task's own log records that reach the thread's log."""
     _token: tuple[float, str] = (0.0, "")
     _deps_seen: tuple[tuple[str, int, int], ...] | None = None
     _deps_checked: float = 0.0
@@ -166,6 +178,11 @@ def parse_metadata(raw: dict[str, Any], *, default_version: str | None = None) -
         if not isinstance(req.get("name"), str) or not req["name"]:
             raise InvalidTaskPackage("every requirement needs a 'name'")
     description = raw.get("description") or ""
+    log_level = raw.get("log_level") or DEFAULT_TASK_LOG_LEVEL
+    if not isinstance(log_level, str) or log_level.upper() not in TASK_LOG_LEVELS:
+        raise InvalidTaskPackage(
+            f"task metadata field 'log_level' must be one of {', '.join(TASK_LOG_LEVELS)}"
+        )
     try:
         sandbox = parse_resources(raw)
     except ValueError as exc:
@@ -177,6 +194,7 @@ def parse_metadata(raw: dict[str, Any], *, default_version: str | None = None) -
         "entry_point": entry_point,
         "description": str(description),
         "sdk_version": raw.get("sdk_version"),
+        "log_level": log_level.upper(),
         **lists,
     }
 
@@ -277,10 +295,11 @@ class TaskRegistry:
         if not task_id:
             if len(self._tasks) > 1:
                 raise TaskSelectionError(
-                    "task_id query parameter is required when multiple tasks are registered"
+                    "task_id query parameter is required when multiple tasks are registered "
+                    f"(deployed: {', '.join(self.task_ids())})"
                 )
             if not self._tasks:
-                raise ServiceUnavailable("Task function not registered")
+                raise NotFound(NO_TASK_DEPLOYED, code="TASK_NOT_FOUND")
             task_id = next(iter(self._tasks))
         if task_id not in self._tasks:
             raise NotFound(f"Task '{task_id}' not found", code="TASK_NOT_FOUND")

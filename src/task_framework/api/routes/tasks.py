@@ -196,7 +196,6 @@ async def _receive_upload(request: Request, path: Path, limit: int) -> _Spool:
     "/admin/tasks",
     status_code=201,
     response_model=TaskDeploymentResponse,
-    responses={200: {"model": TaskDeploymentResponse, "description": "Already deployed"}},
     openapi_extra=_UPLOAD_BODY,
 )
 async def deploy_task(
@@ -215,11 +214,13 @@ async def deploy_task(
     path = Path(name)
     try:
         await _receive_upload(request, path, svc.settings.max_package_bytes)
-        result, was_new = await svc.deployments.deploy(path, force=force)
+        result, _was_new = await svc.deployments.deploy(path, force=force)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
-    return JSONResponse(result, status_code=201 if was_new else 200)
+    # 201 also when identical content was already there (``was_new: false``), as 0.0.20b0
+    # answers: deploy scripts check for 201.
+    return JSONResponse(result, status_code=201)
 
 
 @router.get("/admin/tasks", response_model=TaskListResponse)
