@@ -33,7 +33,7 @@ def run_task(task_dir: str | Path | None = None, port: int | None = None) -> Non
         host="127.0.0.1",
         port=chosen_port,
     )
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, log_format=settings.log_format)
     uvicorn.run(
         create_app(settings, on_ready=_banner),
         host=settings.host,

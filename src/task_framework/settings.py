@@ -286,8 +286,16 @@ class Settings(BaseSettings):
         validation_alias=_env("LOG_LEVEL", "LOG_LEVEL"),
         description=(
             "`DEBUG`, `INFO`, `WARN`/`WARNING` or `ERROR` (anything else means "
-            "`INFO`). Also the lowest level of task `logging` records kept in "
-            "thread logs."
+            "`INFO`): the server's own logs. A task's records follow `log_level` in its "
+            "`task_metadata.json` (INFO by default)."
+        ),
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto",
+        validation_alias=_env("LOG_FORMAT", "LOG_FORMAT"),
+        description=(
+            "`json`: one JSON object per line; `console`: readable, coloured lines; "
+            "`auto`: console when standard output is a terminal, else JSON."
         ),
     )
     url_signing_key: str | None = Field(

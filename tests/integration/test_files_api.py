@@ -287,6 +287,31 @@ async def test_oversized_uploads_are_413_and_store_nothing(
     assert exact["size"] == MiB
 
 
+async def test_media_type_comes_from_the_name_when_the_client_sends_none(
+    make_server: ServerFactory,
+) -> None:
+    server = await make_server(dev_tasks=[])
+
+    async def stored_type(name: str, part_type: str | None, **form: str) -> str:
+        file = (name, b"a,b\n1,2\n") if part_type is None else (name, b"a,b\n", part_type)
+        response = await server.client.post(
+            "/files", headers=server.user(), files={"file": file}, data=form
+        )
+        assert response.status_code == 200, response.text
+        return str(response.json()["media_type"])
+
+    # httpx (like curl and browsers) sends application/octet-stream for a type it does not
+    # know; the extension says more.
+    assert await stored_type("report.csv", None) == "text/csv"
+    assert await stored_type("report.csv", "application/octet-stream") == "text/csv"
+    assert await stored_type("blob", "application/octet-stream") == "application/octet-stream"
+    assert await stored_type("report.csv", "application/vnd.ms-excel") == (
+        "application/vnd.ms-excel"
+    )
+    explicit = {"media_type": "application/octet-stream"}
+    assert await stored_type("report.csv", None, **explicit) == "application/octet-stream"
+
+
 @pytest.mark.parametrize(
     "ref",
     ["file_short", "file_abc$defghijklmn", "x" * 20, "file_" + "a" * 130, "FILE_0123456789abcd"],

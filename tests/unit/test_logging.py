@@ -188,3 +188,48 @@ def test_default_stream_follows_stdout(capsys: pytest.CaptureFixture[str]) -> No
         reset_logging()
 
     assert json.loads(capsys.readouterr().out)["event"] == "to.stdout"
+
+
+def test_uvicorn_colour_copy_and_alembic_plugin_lines_are_dropped(lines: Lines) -> None:
+    logging.getLogger("uvicorn.error").info(
+        "Started server process [%d]", 42, extra={"color_message": "\x1b[36m%d\x1b[0m"}
+    )
+    logging.getLogger("alembic.runtime.plugins").info("setup plugin alembic.autogenerate")
+
+    [line] = lines()
+    assert line["message"] == "Started server process [42]"
+    assert "color_message" not in line
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("log_format", "terminal"), [("console", False), ("auto", True)])
+def test_console_format_is_readable_and_still_redacts(log_format: str, terminal: bool) -> None:
+    buffer = _Terminal() if terminal else io.StringIO()
+    configure_logging("INFO", stream=buffer, log_format=log_format)
+    try:
+        get_logger("task_framework.auth").info("key.created", api_key=API_KEY, name="ci")
+        logging.getLogger("uvicorn.error").info("Application startup complete.")
+    finally:
+        reset_logging()
+    text = buffer.getvalue()
+    first, second = text.splitlines()
+    assert not first.lstrip().startswith("{")
+    assert "key.created" in first
+    assert API_KEY not in text
+    assert "Application startup complete." in second
+    assert "log.message" not in second
+    assert ("\x1b[" in text) is terminal  # colours only on a terminal
+
+
+def test_auto_format_writes_json_to_a_pipe() -> None:
+    buffer = io.StringIO()
+    configure_logging("INFO", stream=buffer, log_format="auto")
+    try:
+        get_logger("t").info("piped.line")
+    finally:
+        reset_logging()
+    assert json.loads(buffer.getvalue())["event"] == "piped.line"

@@ -126,7 +126,7 @@ def serve(
         log_level=log_level,
         run_worker=False if no_worker else None,
     )
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, log_format=settings.log_format)
     application = create_app(settings, on_ready=_banner)
     uvicorn.run(
         application,
@@ -171,7 +171,7 @@ def worker(
         dev_tasks=dev_task,
         log_level=log_level,
     )
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, log_format=settings.log_format)
     try:
         import uvloop
 

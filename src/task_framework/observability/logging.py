@@ -38,8 +38,9 @@ __all__ = [
 MASK = "***"
 FOREIGN_EVENT = "log.message"
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
-# httpx logs every request (webhook URLs included) at INFO; keep those at WARNING and up.
-QUIET_LOGGERS = ("httpx", "httpcore")
+# httpx logs every request (webhook URLs included) at INFO, alembic one line per plugin
+# at every start; keep those at WARNING and up.
+QUIET_LOGGERS = ("httpx", "httpcore", "alembic.runtime.plugins")
 _LEVELS = {
     "DEBUG": logging.DEBUG,
     "INFO": logging.INFO,
@@ -181,10 +182,18 @@ def _shape_foreign(_logger: WrappedLogger, _method: str, event_dict: EventDict) 
             status=status,
         )
         return event_dict
+    event_dict.pop("color_message", None)  # uvicorn's copy of the message with ANSI codes
     message = event_dict.get("event")
     if not (isinstance(message, str) and _DOTTED_NAME.fullmatch(message)):
         event_dict["event"] = FOREIGN_EVENT
         event_dict["message"] = message
+    return event_dict
+
+
+def _message_as_event(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Console lines: a stdlib record reads as its own text, not ``log.message``."""
+    if event_dict.get("event") == FOREIGN_EVENT and "message" in event_dict:
+        event_dict["event"] = event_dict.pop("message")
     return event_dict
 
 
@@ -228,8 +237,21 @@ def _level_number(level: str) -> int:
     return _LEVELS.get(level.strip().upper(), logging.INFO)
 
 
-def configure_logging(level: str = "INFO", *, stream: TextIO | None = None) -> None:
-    """Send structlog and stdlib logging to ``stream`` (default stdout) as JSON lines.
+def _console(stream: TextIO | None, log_format: str) -> bool:
+    if log_format != "auto":
+        return log_format == "console"
+    target = stream if stream is not None else sys.stdout
+    try:
+        return target.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def configure_logging(
+    level: str = "INFO", *, stream: TextIO | None = None, log_format: str = "json"
+) -> None:
+    """Send structlog and stdlib logging to ``stream`` (default stdout): JSON lines, or
+    readable lines for a person (``log_format`` ``console``, or ``auto`` on a terminal).
 
     Calling it again replaces the previous configuration (no duplicate handlers). Run
     uvicorn with ``log_config=None`` afterwards so it does not install its own handlers.
@@ -253,16 +275,27 @@ def configure_logging(level: str = "INFO", *, stream: TextIO | None = None) -> N
         structlog.stdlib.add_logger_name,
         _add_timestamp,
     ]
-    formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _shape_foreign],
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.StackInfoRenderer(),
+    final: list[Processor] = [
+        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+        structlog.processors.StackInfoRenderer(),
+    ]
+    if _console(stream, log_format):
+        target = stream if stream is not None else sys.stdout
+        final += [
+            redact_secrets,
+            _message_as_event,
+            structlog.dev.ConsoleRenderer(colors=_console(target, "auto")),
+        ]
+    else:
+        final += [
             structlog.processors.format_exc_info,
             redact_secrets,
             _order_keys,
             structlog.processors.JSONRenderer(),
-        ],
+        ]
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(), _shape_foreign],
+        processors=final,
         pass_foreign_args=True,
     )
     structlog.configure(

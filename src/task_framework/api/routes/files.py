@@ -9,7 +9,7 @@ pre-signed URL: when ``signature`` is present it alone decides.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -28,11 +28,9 @@ from task_framework.services.files import (
     Access,
     Download,
     SignedGrant,
+    bare_media_type,
 )
 from task_framework.storage.base import check_file_ref, content_disposition
-
-if TYPE_CHECKING:
-    pass
 
 router = APIRouter(route_class=StrictJSONRoute, responses=ERROR_RESPONSES)
 
@@ -42,6 +40,7 @@ MULTIPART_OVERHEAD_BYTES = 1024 * 1024
 """Headers, boundaries and small fields allowed on top of the maximum file size."""
 MAX_FILENAME_CHARS = 1024
 FILE_FIELD = "file"
+GENERIC_PART_TYPE = "application/octet-stream"
 
 
 class CreateUploadRequest(BaseModel):
@@ -229,7 +228,12 @@ class _MultipartUpload:
         filename = self._fields.get("filename") or self.part_filename or None
         if filename is not None and len(filename) > MAX_FILENAME_CHARS:
             raise ValidationFailed(f"filename is longer than {MAX_FILENAME_CHARS} characters")
-        return filename, self._fields.get("media_type") or self.part_type or None
+        part_type = self.part_type
+        if bare_media_type(part_type) == GENERIC_PART_TYPE:
+            # What curl, httpx and browsers send for a type they do not know: the name's
+            # extension says more (a ``.csv`` is text/csv). A ``media_type`` field still wins.
+            part_type = None
+        return filename, self._fields.get("media_type") or part_type or None
 
 
 @router.post(
