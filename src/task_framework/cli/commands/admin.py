@@ -10,20 +10,19 @@ import typer
 
 from task_framework.cli.commands._common import (
     AllOpt,
-    AppOpt,
+    Column,
     Conn,
-    JsonOpt,
-    KeyOpt,
     LimitOpt,
-    UrlOpt,
-    UserOpt,
     collect,
     details,
     emit,
     fail,
     handled,
+    ident,
     out,
-    table,
+    print_items,
+    remote,
+    remote_list,
 )
 
 keys_app = typer.Typer(
@@ -38,20 +37,16 @@ NameArg = Annotated[str, typer.Argument(help="Credential name")]
 
 
 @keys_app.command("create")
+@remote
 def create_key(
+    conn: Conn,
     name: Annotated[str, typer.Option(help="A name for the key")],
     admin: Annotated[bool, typer.Option("--admin", help="An admin key")] = False,
     bind_app: Annotated[str | None, typer.Option(help="Bind the key to this app_id")] = None,
     bind_user: Annotated[str | None, typer.Option(help="Bind the key to this user_id")] = None,
     expires_at: Annotated[datetime | None, typer.Option(help="Expiry (RFC 3339)")] = None,
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
 ) -> None:
     """Create a key; its secret is printed once."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     if admin and (bind_app or bind_user):
         fail("admin keys cannot be bound to an app_id/user_id")
     with handled(conn) as client:
@@ -66,114 +61,88 @@ def create_key(
 
 
 @keys_app.command("list")
+@remote_list
 def list_keys(
+    conn: Conn,
     include_revoked: Annotated[bool, typer.Option(help="Also revoked keys")] = False,
     limit: LimitOpt = 50,
     every: AllOpt = False,
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
 ) -> None:
     """List managed keys (never their secrets)."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     with handled(conn) as client:
         pages = client.iter_api_keys(page_size=min(limit, 1000), include_revoked=include_revoked)
         items = collect(pages, limit, every)
-    emit(
+    print_items(
         conn,
         items,
-        lambda: table(
-            items,
-            [
-                ("id", lambda k: k.id),
-                ("name", lambda k: k.name),
-                ("role", lambda k: k.role),
-                ("prefix", lambda k: k.prefix),
-                ("bound", lambda k: ",".join(filter(None, [k.app_id, k.user_id]))),
-                ("revoked", lambda k: k.revoked_at.isoformat() if k.revoked_at else None),
-            ],
-        ),
+        [
+            ident("id", lambda k: k.id),
+            Column("name", lambda k: k.name),
+            Column("role", lambda k: k.role),
+            Column("prefix", lambda k: k.prefix),
+            Column("bound", lambda k: ",".join(filter(None, [k.app_id, k.user_id]))),
+            Column("revoked", lambda k: k.revoked_at.isoformat() if k.revoked_at else None),
+        ],
     )
 
 
 @keys_app.command("revoke")
+@remote
 def revoke_key(
+    conn: Conn,
     key_id: Annotated[str, typer.Argument(help="Key id (apikey_…)")],
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
 ) -> None:
     """Revoke a managed key."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     with handled(conn) as client:
         client.revoke_api_key(key_id)
     emit(conn, {"revoked": key_id}, lambda: out.print(f"revoked {key_id}"))
 
 
 @credentials_app.command("list")
+@remote_list
 def list_credentials(
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
+    conn: Conn,
 ) -> None:
     """List credentials (values are never shown)."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     with handled(conn) as client:
         items = client.list_credentials()
-    emit(
+    print_items(
         conn,
         items,
-        lambda: table(
-            items,
-            [
-                ("name", lambda c: c.name),
-                ("preview", lambda c: c.value_preview),
-                ("tags", lambda c: ", ".join(c.tags)),
-                ("expires", lambda c: c.expires_at.isoformat() if c.expires_at else None),
-                ("description", lambda c: c.description),
-            ],
-        ),
+        [
+            ident("name", lambda c: c.name),
+            Column("preview", lambda c: c.value_preview),
+            Column("tags", lambda c: ", ".join(c.tags)),
+            Column("expires", lambda c: c.expires_at.isoformat() if c.expires_at else None),
+            Column("description", lambda c: c.description),
+        ],
     )
 
 
 @credentials_app.command("show")
+@remote
 def show_credential(
+    conn: Conn,
     name: NameArg,
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
 ) -> None:
     """Show a credential's description, tags and expiry (not its value)."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     with handled(conn) as client:
         info = client.get_credential(name)
     emit(conn, info, lambda: details(info))
 
 
 @credentials_app.command("set")
+@remote
 def set_credential(
+    conn: Conn,
     name: NameArg,
     value: Annotated[str | None, typer.Option(help="The value (prefer --value-stdin)")] = None,
     value_stdin: Annotated[bool, typer.Option(help="Read the value from stdin")] = False,
     description: Annotated[str | None, typer.Option(help="Description")] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="A tag (repeatable)")] = None,
     expires_at: Annotated[datetime | None, typer.Option(help="Expiry (RFC 3339)")] = None,
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
 ) -> None:
     """Create or update a credential."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     if value_stdin:
         value = sys.stdin.read().rstrip("\n")
     with handled(conn) as client:
@@ -184,58 +153,43 @@ def set_credential(
 
 
 @credentials_app.command("delete")
+@remote
 def delete_credential(
+    conn: Conn,
     name: NameArg,
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
 ) -> None:
     """Delete a credential."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     with handled(conn) as client:
         result = client.delete_credential(name)
     emit(conn, result, lambda: out.print(str(result.get("message", f"deleted {name}"))))
 
 
 @credentials_app.command("reveal")
+@remote
 def reveal_credential(
+    conn: Conn,
     name: NameArg,
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
 ) -> None:
     """Print a credential's value (the server writes this to its audit log)."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     with handled(conn) as client:
         value = client.reveal_credential(name)
     emit(conn, {"name": name, "value": value}, lambda: print(value))
 
 
 @credentials_app.command("usage")
+@remote_list
 def credential_usage(
+    conn: Conn,
     name: NameArg,
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
 ) -> None:
     """Which task configurations refer to a credential."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     with handled(conn) as client:
         usage = client.credential_usage(name)
-    emit(
+    print_items(
         conn,
-        usage,
-        lambda: table(
-            usage.used_by,
-            [
-                ("task", lambda u: f"{u.get('task_id')}:{u.get('version')}"),
-                ("key", lambda u: u.get("config_key")),
-            ],
-        ),
+        usage.used_by,
+        [
+            ident("task", lambda u: f"{u.get('task_id')}:{u.get('version')}"),
+            Column("key", lambda u: u.get("config_key")),
+        ],
     )

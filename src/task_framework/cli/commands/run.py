@@ -11,18 +11,14 @@ from rich.progress import TaskID
 
 from task_framework.cli.commands._common import (
     EXIT_OK,
-    AppOpt,
     Conn,
-    JsonOpt,
-    KeyOpt,
-    UrlOpt,
-    UserOpt,
     err,
     fail,
     handled,
     out,
     print_json,
     print_thread,
+    remote,
     show_progress,
     state_style,
     thread_exit_code,
@@ -128,7 +124,9 @@ def wait_thread(client: Client, thread_id: str, json_mode: bool) -> Thread:
         )
 
 
+@remote
 def run(
+    conn: Conn,
     inputs: Annotated[
         list[str] | None,
         typer.Option("--input", "-i", help="Input: JSON value, or an artifact object"),
@@ -156,21 +154,15 @@ def run(
     wait: Annotated[
         bool, typer.Option("--wait", help="With --async: wait (with a spinner) until done")
     ] = False,
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
 ) -> None:
     """Run a task. Exit code 1 when the thread does not succeed."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     if (follow or wait) and not run_async:
         run_async = True
     artifacts = [parse_json_input(text) for text in inputs or []]
     artifacts += [{"kind": "text", "text": text} for text in texts or []]
     params = parse_params(param or [], params_json)
     with handled(conn) as client:
-        artifacts += upload_inputs(client, files or [], json_out)
+        artifacts += upload_inputs(client, files or [], conn.json)
         if not artifacts:
             artifacts = [{"kind": "json", "value": {}}]
         fields: dict[str, Any] = {
@@ -185,17 +177,17 @@ def run(
         else:
             thread = client.start(artifacts, **fields)
             if follow:
-                thread = follow_thread(client, thread.id, json_out)
+                thread = follow_thread(client, thread.id, conn.json)
             elif wait:
-                thread = wait_thread(client, thread.id, json_out)
+                thread = wait_thread(client, thread.id, conn.json)
             else:
-                if json_out:
+                if conn.json:
                     print_json(thread)
                 else:
                     out.print(thread.id)
                     err.print(f"follow it with: task-framework threads logs {thread.id} --follow")
                 raise typer.Exit(EXIT_OK)
-        if json_out:
+        if conn.json:
             print_json(thread)
         else:
             print_thread(thread)
