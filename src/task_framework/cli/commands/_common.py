@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -233,8 +234,10 @@ def ident(header: str, get: Callable[[Any], Any]) -> Column:
     return Column(header, get, ident=True)
 
 
-TABLE_MIN_COLUMN_CHARS = 8
+TABLE_MIN_COLUMN_CHARS = 6
 """Below this many characters per other column, a table is printed as one block per item."""
+TABLE_GAP_CHARS = 2
+"""Between two columns (no vertical lines: ids copy and paste cleanly)."""
 
 
 def _text(column: Column, row: Any) -> str:
@@ -253,16 +256,23 @@ def table(rows: Sequence[Any], columns: Sequence[Column], *, title: str = "") ->
         for i, column in enumerate(columns)
     ]
     others = sum(1 for column in columns if not column.ident)
-    borders = 3 * len(columns) + 1
-    if sum(widths) + borders + others * TABLE_MIN_COLUMN_CHARS > out.width:
+    gaps = TABLE_GAP_CHARS * (len(columns) - 1)
+    if sum(widths) + gaps + others * TABLE_MIN_COLUMN_CHARS > out.width:
         _blocks(cells, columns)
         return
-    grid = Table(title=title or None, show_lines=False, header_style="bold")
+    grid = Table(
+        title=title or None,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, TABLE_GAP_CHARS // 2),
+        header_style="bold",
+    )
     for column, width in zip(columns, widths, strict=True):
         if column.ident:
             grid.add_column(column.header, no_wrap=True, min_width=width)
         else:
-            grid.add_column(column.header, overflow="fold", min_width=TABLE_MIN_COLUMN_CHARS)
+            grid.add_column(column.header, overflow="fold")
     for line in cells:
         grid.add_row(*(escape(text) for text in line))
     out.print(grid)

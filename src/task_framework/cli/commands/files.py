@@ -27,16 +27,20 @@ from task_framework.cli.commands._common import (
 
 files_app = typer.Typer(help="Upload, download, list and remove files.", no_args_is_help=True)
 
-RefArg = Annotated[str, typer.Argument(help="File ref (file_…)")]
+RefArg = Annotated[str, typer.Argument(metavar="FILE_REF", help="File ref (file_…)")]
 
 
 @files_app.command("upload")
 @remote
 def upload(
     conn: Conn,
-    path: Annotated[Path, typer.Argument(help="File to upload")],
-    media_type: Annotated[str | None, typer.Option(help="Media type (default: guessed)")] = None,
-    filename: Annotated[str | None, typer.Option(help="Stored name (default: the file's)")] = None,
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="File to upload")],
+    media_type: Annotated[
+        str | None, typer.Option(metavar="TYPE", help="Media type (default: guessed)")
+    ] = None,
+    filename: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Stored name (default: the file's)")
+    ] = None,
 ) -> None:
     """Upload a file (streamed, with a progress bar); prints its file ref."""
     if not path.is_file():
@@ -57,7 +61,9 @@ def upload(
 def download(
     conn: Conn,
     file_ref: RefArg,
-    output: Annotated[Path, typer.Option("--output", "-o", help="File or folder")] = Path("."),
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="PATH", help="File or folder")
+    ] = Path("."),
 ) -> None:
     """Download a file (streamed, with a progress bar); prints where it was saved."""
     with handled(conn) as client, transfer_progress(show_progress(conn.json)) as progress:
@@ -74,7 +80,9 @@ def download(
 @remote_list
 def list_files(
     conn: Conn,
-    media_type: Annotated[str | None, typer.Option(help="Only this media type")] = None,
+    media_type: Annotated[
+        str | None, typer.Option(metavar="TYPE", help="Only this media type")
+    ] = None,
     limit: LimitOpt = 20,
     every: AllOpt = False,
 ) -> None:

@@ -129,30 +129,47 @@ def run(
     conn: Conn,
     inputs: Annotated[
         list[str] | None,
-        typer.Option("--input", "-i", help="Input: JSON value, or an artifact object"),
+        typer.Option(
+            "--input", "-i", metavar="JSON", help="Input: JSON value, or an artifact object"
+        ),
     ] = None,
-    texts: Annotated[list[str] | None, typer.Option("--text", help="A text input")] = None,
+    texts: Annotated[
+        list[str] | None, typer.Option("--text", metavar="TEXT", help="A text input")
+    ] = None,
     files: Annotated[
-        list[Path] | None, typer.Option("--file", "-f", help="Upload a file as an input")
+        list[Path] | None,
+        typer.Option("--file", "-f", metavar="PATH", help="Upload a file as an input"),
     ] = None,
-    task_id: Annotated[str | None, typer.Option("--task", "-t", help="Task id")] = None,
-    version: Annotated[str | None, typer.Option("--version", help="Task version")] = None,
+    task_id: Annotated[
+        str | None, typer.Option("--task", "-t", metavar="TASK_ID", help="Task id")
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", metavar="VERSION", help="Task version")
+    ] = None,
     param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help="A parameter KEY=VALUE")
+        list[str] | None,
+        typer.Option("--param", "-p", metavar="KEY=VALUE", help="A parameter KEY=VALUE"),
     ] = None,
-    params_json: Annotated[str | None, typer.Option("--params", help="Params as JSON")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Thread name")] = None,
+    params_json: Annotated[
+        str | None, typer.Option("--params", metavar="JSON", help="Params as JSON")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", metavar="NAME", help="Thread name")] = None,
     timeout: Annotated[
-        int | None, typer.Option("--timeout", min=1, help="Thread timeout in seconds")
+        int | None,
+        typer.Option("--timeout", min=1, metavar="SECONDS", help="Thread timeout in seconds"),
     ] = None,
     run_async: Annotated[
-        bool, typer.Option("--async", help="Queue the thread and return its id at once")
+        bool, typer.Option("--async", metavar="", help="Queue the thread and return its id at once")
     ] = False,
     follow: Annotated[
-        bool, typer.Option("--follow", help="With --async: stream events and logs until done")
+        bool,
+        typer.Option(
+            "--follow", metavar="", help="With --async: stream events and logs until done"
+        ),
     ] = False,
     wait: Annotated[
-        bool, typer.Option("--wait", help="With --async: wait (with a spinner) until done")
+        bool,
+        typer.Option("--wait", metavar="", help="With --async: wait (with a spinner) until done"),
     ] = False,
 ) -> None:
     """Run a task. Exit code 1 when the thread does not succeed."""

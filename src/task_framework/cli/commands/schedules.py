@@ -28,7 +28,7 @@ schedules_app = typer.Typer(
     help="Create and manage cron schedules and their runs.", no_args_is_help=True
 )
 
-ScheduleArg = Annotated[str, typer.Argument(help="Schedule id")]
+ScheduleArg = Annotated[str, typer.Argument(metavar="SCHEDULE_ID", help="Schedule id")]
 
 
 def _ts(value: Any) -> str | None:
@@ -57,21 +57,31 @@ RUN_COLUMNS = (
 @remote
 def create(
     conn: Conn,
-    cron: Annotated[str, typer.Option(help="Five cron fields, e.g. '*/5 * * * *'")],
-    timezone: Annotated[str, typer.Option("--tz", help="IANA time zone")] = "UTC",
-    task_id: Annotated[str | None, typer.Option("--task", "-t", help="Task id")] = None,
-    version: Annotated[str | None, typer.Option("--version", help="Task version")] = None,
+    cron: Annotated[str, typer.Option(metavar="CRON", help="Five cron fields, e.g. '*/5 * * * *'")],
+    timezone: Annotated[str, typer.Option("--tz", metavar="ZONE", help="IANA time zone")] = "UTC",
+    task_id: Annotated[
+        str | None, typer.Option("--task", "-t", metavar="TASK_ID", help="Task id")
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", metavar="VERSION", help="Task version")
+    ] = None,
     inputs: Annotated[
-        list[str] | None, typer.Option("--input", "-i", help="Input template (JSON)")
+        list[str] | None,
+        typer.Option("--input", "-i", metavar="JSON", help="Input template (JSON)"),
     ] = None,
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="KEY=VALUE")] = None,
-    concurrency: Annotated[str, typer.Option(help="allow, forbid or replace")] = "allow",
-    max_attempts: Annotated[int, typer.Option(min=1, help="Attempts per fire")] = 1,
-    misfire: Annotated[str, typer.Option(help="skip or catch_up_last")] = "skip",
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", metavar="KEY=VALUE", help="KEY=VALUE")
+    ] = None,
+    concurrency: Annotated[
+        str, typer.Option(metavar="POLICY", help="allow, forbid or replace")
+    ] = "allow",
+    max_attempts: Annotated[int, typer.Option(min=1, metavar="N", help="Attempts per fire")] = 1,
+    misfire: Annotated[str, typer.Option(metavar="POLICY", help="skip or catch_up_last")] = "skip",
     webhook: Annotated[
-        list[str] | None, typer.Option(help="Callback URL for the schedule's thread events")
+        list[str] | None,
+        typer.Option(metavar="URL", help="Callback URL for the schedule's thread events"),
     ] = None,
-    paused: Annotated[bool, typer.Option(help="Create it paused")] = False,
+    paused: Annotated[bool, typer.Option(metavar="", help="Create it paused")] = False,
 ) -> None:
     """Create a schedule."""
     template = [parse_json_input(text) for text in inputs or []] or [{"kind": "json", "value": {}}]
@@ -96,8 +106,12 @@ def create(
 @remote_list
 def list_schedules(
     conn: Conn,
-    state: Annotated[str | None, typer.Option(help="active, paused or canceled")] = None,
-    task_id: Annotated[str | None, typer.Option("--task", help="Only this task")] = None,
+    state: Annotated[
+        str | None, typer.Option(metavar="STATE", help="active, paused or canceled")
+    ] = None,
+    task_id: Annotated[
+        str | None, typer.Option("--task", metavar="TASK_ID", help="Only this task")
+    ] = None,
     limit: LimitOpt = 20,
     every: AllOpt = False,
 ) -> None:
@@ -125,11 +139,19 @@ def show(
 def update(
     conn: Conn,
     schedule_id: ScheduleArg,
-    cron: Annotated[str | None, typer.Option(help="New cron expression")] = None,
-    timezone: Annotated[str | None, typer.Option("--tz", help="New time zone")] = None,
-    state: Annotated[str | None, typer.Option(help="active, paused or canceled")] = None,
-    max_attempts: Annotated[int | None, typer.Option(min=1)] = None,
-    concurrency: Annotated[str | None, typer.Option(help="allow, forbid or replace")] = None,
+    cron: Annotated[str | None, typer.Option(metavar="CRON", help="New cron expression")] = None,
+    timezone: Annotated[
+        str | None, typer.Option("--tz", metavar="ZONE", help="New time zone")
+    ] = None,
+    state: Annotated[
+        str | None, typer.Option(metavar="STATE", help="active, paused or canceled")
+    ] = None,
+    max_attempts: Annotated[
+        int | None, typer.Option(min=1, metavar="N", help="New attempts per fire")
+    ] = None,
+    concurrency: Annotated[
+        str | None, typer.Option(metavar="POLICY", help="allow, forbid or replace")
+    ] = None,
 ) -> None:
     """Change a schedule (pause with --state paused, resume with --state active)."""
     with handled(conn) as client:
@@ -185,7 +207,7 @@ def trigger(
 def runs(
     conn: Conn,
     schedule_id: ScheduleArg,
-    state: Annotated[str | None, typer.Option(help="Only this run state")] = None,
+    state: Annotated[str | None, typer.Option(metavar="STATE", help="Only this run state")] = None,
     limit: LimitOpt = 20,
     every: AllOpt = False,
 ) -> None:
@@ -201,7 +223,7 @@ def runs(
 def show_run(
     conn: Conn,
     schedule_id: ScheduleArg,
-    run_id: Annotated[str, typer.Argument(help="Run id")],
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="Run id")],
 ) -> None:
     """Show one run."""
     with handled(conn) as client:

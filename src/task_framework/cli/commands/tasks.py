@@ -27,9 +27,10 @@ tasks_app = typer.Typer(
     no_args_is_help=True,
 )
 
-TaskArg = Annotated[str, typer.Argument(help="Task id")]
+TaskArg = Annotated[str, typer.Argument(metavar="TASK_ID", help="Task id")]
 VersionOpt = Annotated[
-    str | None, typer.Option("--version", help="One version (default: all/latest)")
+    str | None,
+    typer.Option("--version", metavar="VERSION", help="One version (default: all/latest)"),
 ]
 
 
@@ -106,7 +107,9 @@ def download_task(
     conn: Conn,
     task_id: TaskArg,
     version: VersionOpt = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="File or folder")] = Path("."),
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="PATH", help="File or folder")
+    ] = Path("."),
 ) -> None:
     """Download a deployed package zip (the latest version unless --version)."""
     with handled(conn) as client, transfer_progress(show_progress(conn.json)) as progress:

@@ -39,19 +39,21 @@ artifacts_app = typer.Typer(
     help="List, inspect, download and delete artifacts.", no_args_is_help=True
 )
 
-ThreadArg = Annotated[str, typer.Argument(help="Thread id")]
-ArtifactArg = Annotated[str, typer.Argument(help="Artifact id")]
+ThreadArg = Annotated[str, typer.Argument(metavar="THREAD_ID", help="Thread id")]
+ArtifactArg = Annotated[str, typer.Argument(metavar="ARTIFACT_ID", help="Artifact id")]
 
 
 @threads_app.command("list")
 @remote_list
 def list_threads(
     conn: Conn,
-    state: Annotated[str | None, typer.Option(help="Only this state")] = None,
-    task_id: Annotated[str | None, typer.Option("--task", help="Only this task")] = None,
-    name: Annotated[str | None, typer.Option(help="Name, or prefix*")] = None,
+    state: Annotated[str | None, typer.Option(metavar="STATE", help="Only this state")] = None,
+    task_id: Annotated[
+        str | None, typer.Option("--task", metavar="TASK_ID", help="Only this task")
+    ] = None,
+    name: Annotated[str | None, typer.Option(metavar="NAME", help="Name, or prefix*")] = None,
     schedule_id: Annotated[
-        str | None, typer.Option("--schedule", help="Only this schedule")
+        str | None, typer.Option("--schedule", metavar="SCHEDULE_ID", help="Only this schedule")
     ] = None,
     limit: LimitOpt = 20,
     every: AllOpt = False,
@@ -105,8 +107,12 @@ def stop_thread(
 def retry_thread(
     conn: Conn,
     thread_id: ThreadArg,
-    run_async: Annotated[bool, typer.Option("--async", help="Do not wait for the result")] = False,
-    preserve_run_id: Annotated[bool, typer.Option(help="Keep schedule_id/run_id")] = False,
+    run_async: Annotated[
+        bool, typer.Option("--async", metavar="", help="Do not wait for the result")
+    ] = False,
+    preserve_run_id: Annotated[
+        bool, typer.Option(metavar="", help="Keep schedule_id/run_id")
+    ] = False,
 ) -> None:
     """Re-run a failed, stopped or timed-out thread as a new thread."""
     with handled(conn) as client:
@@ -133,8 +139,12 @@ def delete_thread(
 def thread_logs(
     conn: Conn,
     thread_id: ThreadArg,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until the end")] = False,
-    stream: Annotated[str | None, typer.Option(help="stdout, stderr or log")] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", metavar="", help="Stream until the end")
+    ] = False,
+    stream: Annotated[
+        str | None, typer.Option(metavar="STREAM", help="stdout, stderr or log")
+    ] = None,
 ) -> None:
     """Print a thread's log records (with --follow: as they are written)."""
     with handled(conn) as client:
@@ -161,7 +171,9 @@ def thread_logs(
 def thread_events(
     conn: Conn,
     thread_id: ThreadArg,
-    after: Annotated[str | None, typer.Option(help="Resume after this event id")] = None,
+    after: Annotated[
+        str | None, typer.Option(metavar="EVENT_ID", help="Resume after this event id")
+    ] = None,
 ) -> None:
     """Stream a thread's events and log lines until it is final (one JSON line each with --json)."""
     with handled(conn) as client:
@@ -180,9 +192,11 @@ def thread_events(
 @remote_list
 def list_artifacts(
     conn: Conn,
-    thread_id: Annotated[str | None, typer.Option("--thread", help="Only this thread's")] = None,
-    kind: Annotated[str | None, typer.Option(help="Only this kind")] = None,
-    ref: Annotated[str | None, typer.Option(help="Ref, or prefix*")] = None,
+    thread_id: Annotated[
+        str | None, typer.Option("--thread", metavar="THREAD_ID", help="Only this thread's")
+    ] = None,
+    kind: Annotated[str | None, typer.Option(metavar="KIND", help="Only this kind")] = None,
+    ref: Annotated[str | None, typer.Option(metavar="REF", help="Ref, or prefix*")] = None,
     limit: LimitOpt = 20,
     every: AllOpt = False,
 ) -> None:
@@ -224,7 +238,9 @@ def show_artifact(
 def download_artifact(
     conn: Conn,
     artifact_id: ArtifactArg,
-    output: Annotated[Path, typer.Option("--output", "-o", help="File or folder")] = Path("."),
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="PATH", help="File or folder")
+    ] = Path("."),
 ) -> None:
     """Save a file artifact's bytes (streamed, with a progress bar)."""
     with handled(conn) as client:

@@ -26,7 +26,7 @@ from task_framework.client.models import Webhook
 
 webhooks_app = typer.Typer(help="Manage webhooks and inspect deliveries.", no_args_is_help=True)
 
-HookArg = Annotated[str, typer.Argument(help="Webhook id")]
+HookArg = Annotated[str, typer.Argument(metavar="WEBHOOK_ID", help="Webhook id")]
 
 
 HOOK_COLUMNS = (
@@ -60,15 +60,25 @@ def create(
     conn: Conn,
     target: Annotated[str, typer.Argument(metavar="URL", help="Where events are POSTed")],
     event: Annotated[
-        list[str] | None, typer.Option("--event", "-e", help="Only these events (repeatable)")
+        list[str] | None,
+        typer.Option("--event", "-e", metavar="EVENT", help="Only these events (repeatable)"),
     ] = None,
-    task_id: Annotated[str | None, typer.Option("--task", help="Only this task's events")] = None,
-    thread_id: Annotated[str | None, typer.Option("--thread", help="Only this thread")] = None,
+    task_id: Annotated[
+        str | None, typer.Option("--task", metavar="TASK_ID", help="Only this task's events")
+    ] = None,
+    thread_id: Annotated[
+        str | None, typer.Option("--thread", metavar="THREAD_ID", help="Only this thread")
+    ] = None,
     schedule_id: Annotated[
-        str | None, typer.Option("--schedule", help="Only this schedule")
+        str | None, typer.Option("--schedule", metavar="SCHEDULE_ID", help="Only this schedule")
     ] = None,
-    detail: Annotated[str | None, typer.Option(help="none, inline_small or inline_all")] = None,
-    timeout: Annotated[int | None, typer.Option(min=1, max=60, help="Seconds")] = None,
+    detail: Annotated[
+        str | None, typer.Option(metavar="LEVEL", help="none, inline_small or inline_all")
+    ] = None,
+    timeout: Annotated[
+        int | None,
+        typer.Option(min=1, max=60, metavar="SECONDS", help="Delivery timeout in seconds"),
+    ] = None,
 ) -> None:
     """Create a webhook; its signing secret is printed once."""
     scope = {k: v for k, v in {"thread_id": thread_id, "schedule_id": schedule_id}.items() if v}
@@ -88,7 +98,9 @@ def create(
 @remote_list
 def list_webhooks(
     conn: Conn,
-    enabled: Annotated[bool | None, typer.Option("--enabled/--disabled", help="Filter")] = None,
+    enabled: Annotated[
+        bool | None, typer.Option("--enabled/--disabled", metavar="", help="Filter")
+    ] = None,
     limit: LimitOpt = 20,
     every: AllOpt = False,
 ) -> None:
@@ -116,9 +128,15 @@ def show(
 def update(
     conn: Conn,
     webhook_id: HookArg,
-    target: Annotated[str | None, typer.Option("--target", help="New callback URL")] = None,
-    enabled: Annotated[bool | None, typer.Option("--enable/--disable", help="Switch")] = None,
-    timeout: Annotated[int | None, typer.Option(min=1, max=60)] = None,
+    target: Annotated[
+        str | None, typer.Option("--target", metavar="URL", help="New callback URL")
+    ] = None,
+    enabled: Annotated[
+        bool | None, typer.Option("--enable/--disable", metavar="", help="Switch")
+    ] = None,
+    timeout: Annotated[
+        int | None, typer.Option(min=1, max=60, metavar="SECONDS", help="New delivery timeout")
+    ] = None,
 ) -> None:
     """Change a webhook (enable, disable, new URL or timeout)."""
     with handled(conn) as client:
@@ -157,8 +175,12 @@ def regenerate_secret(
 def deliveries(
     conn: Conn,
     webhook_id: HookArg,
-    status: Annotated[str | None, typer.Option(help="pending, success or failed")] = None,
-    thread_id: Annotated[str | None, typer.Option("--thread", help="Only this thread")] = None,
+    status: Annotated[
+        str | None, typer.Option(metavar="STATUS", help="pending, success or failed")
+    ] = None,
+    thread_id: Annotated[
+        str | None, typer.Option("--thread", metavar="THREAD_ID", help="Only this thread")
+    ] = None,
     limit: LimitOpt = 20,
     every: AllOpt = False,
 ) -> None:
@@ -176,7 +198,7 @@ def deliveries(
 def delivery(
     conn: Conn,
     webhook_id: HookArg,
-    delivery_id: Annotated[str, typer.Argument(help="Delivery id")],
+    delivery_id: Annotated[str, typer.Argument(metavar="DELIVERY_ID", help="Delivery id")],
 ) -> None:
     """Show one delivery attempt with its payload."""
     with handled(conn) as client:
@@ -189,7 +211,7 @@ def delivery(
 def redeliver(
     conn: Conn,
     webhook_id: HookArg,
-    delivery_id: Annotated[str, typer.Argument(help="Delivery id")],
+    delivery_id: Annotated[str, typer.Argument(metavar="DELIVERY_ID", help="Delivery id")],
 ) -> None:
     """Send a delivery's event again (same webhook-id, new signature)."""
     with handled(conn) as client:
