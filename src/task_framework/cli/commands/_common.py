@@ -304,15 +304,14 @@ def print_items(
 
 
 def details(item: ApiModel, fields: Sequence[str] | None = None) -> None:
-    """Print one object as ``field: value`` lines."""
+    """Print one object as ``field: value`` lines (values whole: the terminal wraps them)."""
     data = item.to_json()
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column(overflow="fold")
-    for name in fields or list(data):
+    names = list(fields or data)
+    width = max((len(name) for name in names), default=0)
+    for name in names:
         value = data.get(name)
-        grid.add_row(name, short(value, 200) if not isinstance(value, str) else value)
-    out.print(grid)
+        text = value if isinstance(value, str) else short(value, 200)
+        out.print(f"[bold]{name:<{width}}[/bold]  {escape(text)}", highlight=False)
 
 
 def emit(conn: Conn, value: Any, human: Callable[[], None]) -> None:
@@ -370,14 +369,16 @@ def thread_exit_code(thread: Thread) -> int:
 def print_thread(thread: Thread) -> None:
     style = state_style(thread.state)
     task = f"{thread.metadata.get('task_id')}:{thread.metadata.get('task_version')}"
-    out.print(f"[bold]{thread.id}[/bold]  [{style}]{thread.state}[/{style}]  {task}")
+    out.print(f"[bold]{thread.id}[/bold]  [{style}]{thread.state}[/{style}]  {escape(task)}")
     if thread.error is not None:
-        out.print(f"  [red]{thread.error.code}[/red]: {thread.error.message}", highlight=False)
+        message = escape(thread.error.message)
+        out.print(f"  [red]{thread.error.code}[/red]: {message}", highlight=False)
     for problem in thread.problems:
-        out.print(f"  [yellow]problem[/yellow]: {problem.message}", highlight=False)
+        out.print(f"  [yellow]problem[/yellow]: {escape(problem.message)}", highlight=False)
     for artifact in thread.outputs:
         content = artifact.text if artifact.text is not None else artifact.value
         if artifact.file_ref:
             content = f"file {artifact.file_ref} ({artifact.size} bytes)"
         label = artifact.ref or artifact.id
-        out.print(f"  → {label} [{artifact.kind}]: {short(content, 100)}", highlight=False)
+        line = f"  → {label} [{artifact.kind}]: {short(content, 100)}"
+        out.print(escape(line), highlight=False)

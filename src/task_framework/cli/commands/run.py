@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import TaskID
 
 from task_framework.cli.commands._common import (
@@ -88,7 +89,7 @@ def print_event(event: ServerEvent) -> None:
     data = event.data
     if event.is_log:
         level = data.get("level") or data.get("stream")
-        out.print(f"[dim]{level:>7}[/dim] {data.get('message', '')}", highlight=False)
+        out.print(f"[dim]{level:>7}[/dim] {escape(str(data.get('message', '')))}", highlight=False)
         return
     state = (data.get("thread") or {}).get("state", "")
     extra = ""
@@ -98,7 +99,9 @@ def print_event(event: ServerEvent) -> None:
     elif event.event == "thread.problem":
         extra = f" {(data.get('problem') or {}).get('message', '')}"
     style = state_style(state)
-    out.print(f"[bold]{event.event}[/bold] [{style}]{state}[/{style}]{extra}", highlight=False)
+    out.print(
+        f"[bold]{event.event}[/bold] [{style}]{state}[/{style}]{escape(extra)}", highlight=False
+    )
 
 
 def follow_thread(client: Client, thread_id: str, json_mode: bool) -> Thread:

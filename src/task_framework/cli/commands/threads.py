@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from task_framework.cli.commands._common import (
     EXIT_OK,
@@ -162,7 +163,8 @@ def thread_logs(
     for record in records:
         level = record.level or record.stream
         out.print(
-            f"[dim]{record.timestamp:%H:%M:%S}[/dim] {level:>7} {record.message}", highlight=False
+            f"[dim]{record.timestamp:%H:%M:%S}[/dim] {level:>7} {escape(record.message)}",
+            highlight=False,
         )
 
 
