@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
 
 
 def settings_from(**overrides: Any) -> Settings:
@@ -75,6 +76,9 @@ def existing_database(settings: Settings) -> str:
 
 def with_keyring(settings: Settings, fn: Callable[[KeyRing], Awaitable[T]]) -> T:
     """Run ``fn`` with a key ring on the existing database of ``settings``."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
     from task_framework.services.auth import KeyRing
     from task_framework.store.database import Database
 
@@ -82,10 +86,15 @@ def with_keyring(settings: Settings, fn: Callable[[KeyRing], Awaitable[T]]) -> T
 
     async def _run() -> T:
         db = Database(url)
-        await asyncio.to_thread(lambda: db.migrate(cipher=cipher_for(settings)))
         try:
+            await asyncio.to_thread(lambda: db.migrate(cipher=cipher_for(settings)))
             return await fn(KeyRing(db, api_keys=[], admin_api_keys=[]))
         finally:
             await db.close()
 
-    return asyncio.run(_run())
+    try:
+        return asyncio.run(_run())
+    except OperationalError as exc:
+        shown = make_url(url).render_as_string(hide_password=True)
+        typer.echo(f"error: cannot use the database {shown}: {exc.orig}", err=True)
+        raise typer.Exit(EXIT_UNREACHABLE) from exc
