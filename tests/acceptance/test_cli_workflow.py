@@ -129,18 +129,25 @@ class Cli:
             "COLUMNS": "200",
         }
 
-    def __call__(self, *args: str, code: int = 0, admin: bool = False) -> str:
+    def result(
+        self, *args: str, code: int = 0, admin: bool = False, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         env = {**self.env, "TASK_FRAMEWORK_API_KEY": ADMIN_KEY} if admin else self.env
         done = subprocess.run(
             [*_cli(), *args],
             env=env,
-            cwd=self.cwd,
+            cwd=cwd or self.cwd,
             capture_output=True,
             text=True,
             timeout=COMMAND_TIMEOUT_SECONDS,
         )
         assert done.returncode == code, (args, done.returncode, done.stdout, done.stderr)
-        return done.stdout
+        return done
+
+    def __call__(
+        self, *args: str, code: int = 0, admin: bool = False, cwd: Path | None = None
+    ) -> str:
+        return self.result(*args, code=code, admin=admin, cwd=cwd).stdout
 
     def json(self, *args: str, code: int = 0, admin: bool = False) -> Any:
         return json.loads(self(*args, "--json", code=code, admin=admin))
@@ -157,10 +164,10 @@ def test_cli_workflow(tmp_path: Path, server_url: str, receiver: str) -> None:
 
     # package → deploy → tasks
     cli("package", "-t", str(task_dir), "-o", str(tmp_path / "shout.zip"))
-    deployed = cli(
+    deployed = cli.json(
         "deploy", str(tmp_path / "shout.zip"), "--url", server_url, "--admin-key", ADMIN_KEY
     )
-    assert json.loads(deployed)["task_id"] == "shout"
+    assert deployed["task_id"] == "shout"
     listing = cli.json("tasks", "list", admin=True)
     assert [t["task_id"] for t in listing["tasks"]] == ["shout"]
     assert "shout" in cli("tasks", "list", admin=True)
@@ -276,3 +283,116 @@ def test_cli_workflow(tmp_path: Path, server_url: str, receiver: str) -> None:
     cli.env["TASK_FRAMEWORK_URL"] = f"http://127.0.0.1:{_free_port()}"
     cli("threads", "list", code=3)
     cli("threads", "list", "--limit", "0", code=2)
+
+
+def _package(cli: Cli, folder: Path, **metadata: str) -> Path:
+    """Package the shout task from ``folder`` (written fresh) into ``folder``.zip."""
+    folder.mkdir(exist_ok=True)
+    (folder / "task.py").write_text(TASK_CODE)
+    fields = {"name": "shout", "version": "1.0.0", "entry_point": "task:run", **metadata}
+    (folder / "task_metadata.json").write_text(json.dumps(fields))
+    target = folder.with_suffix(".zip")
+    cli("package", "-t", str(folder), "-o", str(target))
+    return target
+
+
+def test_deploy_reads_the_exported_connection_and_exits_by_the_scheme(
+    tmp_path: Path, server_url: str
+) -> None:
+    """The tutorial's exports (TASK_FRAMEWORK_URL, TASK_FRAMEWORK_API_KEY holding the admin
+    key) are all deploy needs; its errors use the shared output and exit codes."""
+    cli = Cli(server_url, tmp_path)
+    first = _package(cli, tmp_path / "v1")
+    changed = _package(cli, tmp_path / "v1-changed", description="other content")
+
+    assert cli("deploy", str(first), admin=True).strip() == "deployed shout:1.0.0"
+    again = cli.json("deploy", str(first), admin=True)
+    assert (again["task_id"], again["was_new"]) == ("shout", False)
+
+    conflict = cli.result("deploy", str(changed), code=2, admin=True)
+    assert "TASK_ALREADY_EXISTS (409)" in conflict.stderr
+    assert "--force" in conflict.stderr.split("hint:", 1)[1]
+    refused = json.loads(cli("deploy", str(changed), "--json", code=2, admin=True))
+    assert refused["error"]["code"] == "TASK_ALREADY_EXISTS"
+    assert "--force" in refused["error"]["hint"]
+    assert cli.json("deploy", str(changed), "--force", admin=True)["was_new"] is True
+
+    cli("deploy", str(tmp_path / "missing.zip"), code=2, admin=True)
+    cli("deploy", str(first), code=3)  # a regular key: 401 on the admin route
+    # The older spelling still works: an admin key sent as X-Admin-API-Key.
+    assert cli.json("deploy", str(changed), "--admin-key", ADMIN_KEY)["was_new"] is False
+    cli.env["TASK_FRAMEWORK_API_KEY"] = "tfk_wrong"
+    assert "AUTH_INVALID (401)" in cli.result("deploy", str(first), code=3).stderr
+    cli.env["TASK_FRAMEWORK_URL"] = f"http://127.0.0.1:{_free_port()}"
+    unreachable = json.loads(cli("deploy", str(first), "--json", code=3, admin=True))
+    assert unreachable["error"]["code"] == "SERVER_UNREACHABLE"
+
+
+def test_keys_reach_the_served_database_and_never_create_one(
+    tmp_path: Path, server_url: str
+) -> None:
+    """``keys … --data-dir`` opens the database ``serve --data-dir`` uses; a data dir
+    without a database is refused (exit 2) and left as it was."""
+    cli = Cli(server_url, tmp_path)
+    served = tmp_path / "data"  # the server_url fixture serves --data-dir tmp_path/data
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    missing = tmp_path / "tf-data"
+    refused = cli.result("keys", "list", "--data-dir", str(missing), code=2)
+    assert str(missing / "task_framework.db") in refused.stderr
+    assert "--data-dir" in refused.stderr
+    assert not missing.exists()
+    cli.result("keys", "list", "--local", code=2, cwd=elsewhere)  # ./data of that folder
+    cli.result("api-key", "list", code=2, cwd=elsewhere)  # the old spelling, hidden
+    assert list(elsewhere.iterdir()) == []
+
+    remote = cli.json("keys", "create", "--name", "made-remotely", admin=True)
+    local = cli.json(
+        "keys", "create", "--name", "made-locally", "--admin", "--data-dir", str(served)
+    )
+    assert local["key"].startswith("tfk_")
+    listed = cli("keys", "list", "--data-dir", str(served), "-q").split()
+    assert {remote["id"], local["id"]} <= set(listed)
+    assert local["id"] in [k["id"] for k in cli.json("keys", "list", admin=True)]
+    cli.env["TASK_FRAMEWORK_DATA_DIR"] = str(served)
+    assert local["id"] in cli("keys", "list", "--local", "-q", cwd=elsewhere).split()
+    assert local["id"] in cli("api-key", "list", "--data-dir", str(served))
+
+    # The key made in the database is a working admin key of the running server.
+    cli.env["TASK_FRAMEWORK_API_KEY"] = local["key"]
+    assert cli.json("tasks", "list")["tasks"] == []
+    cli("keys", "revoke", local["id"], "--data-dir", str(served))
+    cli("keys", "revoke", "apikey_" + "0" * 32, "--data-dir", str(served), code=2)
+
+
+def test_list_ids_stay_whole_at_80_columns_and_quiet_prints_only_ids(
+    tmp_path: Path, server_url: str
+) -> None:
+    cli = Cli(server_url, tmp_path)
+    cli.env["COLUMNS"] = "80"
+    cli.json("deploy", str(_package(cli, tmp_path / "shout")), admin=True)
+    schedule = cli.json("schedules", "create", "--cron", "0 4 * * *", "-t", "shout")
+    run = cli.json("schedules", "trigger", schedule["id"])
+    threads = [cli.json("run", "-t", "shout", "-i", '{"word": "w"}')["id"] for _ in range(2)]
+    version = cli.json("tasks", "versions", "shout", admin=True)[0]
+
+    shown = {
+        "threads": cli("threads", "list"),
+        "runs": cli("schedules", "runs", schedule["id"]),
+        "schedules": cli("schedules", "list"),
+        "versions": cli("tasks", "versions", "shout", admin=True),
+    }
+    assert all(len(line) <= 80 for text in shown.values() for line in text.splitlines())
+    for thread_id in threads:
+        assert thread_id in shown["threads"]
+    assert run["run_id"] in shown["runs"]
+    assert schedule["id"] in shown["schedules"]
+    assert version["zip_hash"] in shown["versions"]
+    assert "…" not in "".join(shown.values())
+
+    listed = [t["id"] for t in cli.json("threads", "list")]
+    assert set(threads) <= set(listed)
+    assert cli("threads", "list", "-q").splitlines() == listed
+    assert cli("schedules", "runs", schedule["id"], "--quiet").splitlines() == [run["run_id"]]
+    assert cli("tasks", "list", "-q", admin=True).splitlines() == ["shout"]

@@ -11,6 +11,7 @@ import typer
 
 from task_framework._version import __version__
 from task_framework.cli.commands import register as register_remote_commands
+from task_framework.cli.local import cipher_for, settings_from
 
 app = typer.Typer(
     name="task-framework",
@@ -19,24 +20,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-keys_app = typer.Typer(
-    help="Manage API keys (stored hashed in the database).", no_args_is_help=True
-)
-app.add_typer(keys_app, name="api-key")
-
-
-def _settings(**overrides: Any) -> Any:
-    from pydantic import ValidationError
-    from pydantic_settings import SettingsError
-
-    from task_framework.settings import Settings
-
-    values = {k: v for k, v in overrides.items() if v is not None and v != []}
-    try:
-        return Settings(**values)
-    except (ValidationError, SettingsError) as exc:
-        typer.echo(f"error: invalid settings: {exc}", err=True)
-        raise typer.Exit(2) from exc
 
 
 def _keep_secrets() -> None:
@@ -93,21 +76,41 @@ def _first_steps(base: str, task_ids: list[str], keys: dict[str, str]) -> list[s
     ]
 
 
+HostOpt = Annotated[
+    str | None, typer.Option(metavar="ADDRESS", help="Address to bind (default 127.0.0.1)")
+]
+PortOpt = Annotated[int | None, typer.Option(metavar="PORT", help="Port (default 3000)")]
+DataDirOpt = Annotated[
+    Path | None, typer.Option(metavar="DIR", help="Data directory (default ./data)")
+]
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="URL",
+        help="sqlite:///... or postgresql://... (default: SQLite in the data directory)",
+    ),
+]
+LogLevelOpt = Annotated[
+    str | None, typer.Option(metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR")
+]
+
+
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1)")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 3000)")] = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
     dev_task: Annotated[
         list[Path] | None,
-        typer.Option("--dev-task", help="Load a task from a source folder (repeatable)"),
+        typer.Option(
+            "--dev-task", metavar="DIR", help="Load a task from a source folder (repeatable)"
+        ),
     ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Data directory (default ./data)")] = None,
-    database_url: Annotated[
-        str | None, typer.Option(help="sqlite:///... or postgresql://...")
-    ] = None,
-    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = None,
+    data_dir: DataDirOpt = None,
+    database_url: DatabaseOpt = None,
+    log_level: LogLevelOpt = None,
     no_worker: Annotated[
-        bool, typer.Option("--no-worker", help="Serve HTTP only; run no threads here")
+        bool,
+        typer.Option("--no-worker", metavar="", help="Serve HTTP only; run no threads here"),
     ] = False,
 ) -> None:
     """Run one replica: the API, its workers and background jobs."""
@@ -117,7 +120,7 @@ def serve(
     from task_framework.app import create_app
     from task_framework.observability.logging import configure_logging
 
-    settings = _settings(
+    settings = settings_from(
         host=host,
         port=port,
         dev_tasks=dev_task,
@@ -144,26 +147,30 @@ def serve(
 
 @app.command()
 def worker(
-    database_url: Annotated[str | None, typer.Option(help="postgresql://... (shared)")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Data directory (default ./data)")] = None,
+    database_url: DatabaseOpt = None,
+    data_dir: DataDirOpt = None,
     concurrency: Annotated[
-        int | None, typer.Option(help="Threads run at once here (default: CPU count)")
+        int | None,
+        typer.Option(metavar="N", help="Threads run at once here (default: CPU count)"),
     ] = None,
     tasks: Annotated[
-        str | None, typer.Option(help="Only run these task ids (comma-separated)")
+        str | None,
+        typer.Option(metavar="IDS", help="Only run these task ids (comma-separated)"),
     ] = None,
     dev_task: Annotated[
         list[Path] | None,
-        typer.Option("--dev-task", help="Also load a task from a source folder (repeatable)"),
+        typer.Option(
+            "--dev-task", metavar="DIR", help="Also load a task from a source folder (repeatable)"
+        ),
     ] = None,
-    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = None,
+    log_level: LogLevelOpt = None,
 ) -> None:
     """Claim and run threads (and webhook deliveries) without serving HTTP."""
     _keep_secrets()
     from task_framework.observability.logging import configure_logging
     from task_framework.worker import run_worker
 
-    settings = _settings(
+    settings = settings_from(
         database_url=database_url,
         data_dir=data_dir,
         worker_concurrency=concurrency,
@@ -181,125 +188,42 @@ def worker(
 
 
 @app.command()
-def migrate(
-    database_url: Annotated[
-        str | None, typer.Option(help="sqlite:///... or postgresql://...")
-    ] = None,
-    data_dir: Annotated[Path | None, typer.Option()] = None,
-) -> None:
+def migrate(database_url: DatabaseOpt = None, data_dir: DataDirOpt = None) -> None:
     """Apply database migrations and exit."""
     from task_framework.store.database import Database
 
-    settings = _settings(database_url=database_url, data_dir=data_dir)
+    settings = settings_from(database_url=database_url, data_dir=data_dir)
     db = Database(settings.resolved_database_url)
-    db.migrate(cipher=_cipher(settings))
+    db.migrate(cipher=cipher_for(settings))
     typer.echo("database is up to date")
-
-
-def _cipher(settings: Any) -> Any:
-    """The vault key for a migration that seals stored secrets (built only if one does)."""
-    from task_framework.services.crypto import encryptor_on
-
-    def build(conn: Any) -> Any:
-        return encryptor_on(
-            conn, encryption_key=settings.encryption_key, data_dir=settings.data_dir.resolve()
-        )
-
-    return build
-
-
-def _with_keyring(fn: Any, database_url: str | None, data_dir: Path | None) -> Any:
-    from task_framework.services.auth import KeyRing
-    from task_framework.store.database import Database
-
-    settings = _settings(database_url=database_url, data_dir=data_dir)
-
-    async def _run() -> Any:
-        db = Database(settings.resolved_database_url)
-        await asyncio.to_thread(lambda: db.migrate(cipher=_cipher(settings)))
-        try:
-            return await fn(KeyRing(db, api_keys=[], admin_api_keys=[]))
-        finally:
-            await db.close()
-
-    return asyncio.run(_run())
-
-
-DbOption = Annotated[
-    str | None, typer.Option("--database-url", help="sqlite:///... or postgresql://...")
-]
-DataDirOption = Annotated[Path | None, typer.Option("--data-dir")]
-
-
-@keys_app.command("create")
-def key_create(
-    name: Annotated[str, typer.Option(help="A name for the key")],
-    admin: Annotated[bool, typer.Option("--admin", help="An admin key")] = False,
-    app_id: Annotated[str | None, typer.Option(help="Bind the key to this app_id")] = None,
-    user_id: Annotated[str | None, typer.Option(help="Bind the key to this user_id")] = None,
-    database_url: DbOption = None,
-    data_dir: DataDirOption = None,
-) -> None:
-    """Create a key; its secret is printed once."""
-    if admin and (app_id or user_id):
-        typer.echo("error: admin keys cannot be bound to an app_id/user_id", err=True)
-        raise typer.Exit(2)
-
-    async def _create(keys: Any) -> Any:
-        return await keys.create_key(
-            name=name, role="admin" if admin else "user", app_id=app_id, user_id=user_id
-        )
-
-    created = _with_keyring(_create, database_url, data_dir)
-    typer.echo(f"{created['id']}  {created['role']}  {created['name']}")
-    typer.echo(created["key"])
-
-
-@keys_app.command("list")
-def key_list(database_url: DbOption = None, data_dir: DataDirOption = None) -> None:
-    """List managed keys (never their secrets)."""
-    from task_framework.store.paging import PageRequest
-
-    async def _list(keys: Any) -> Any:
-        return await keys.list_keys(
-            role=None, app_id=None, user_id=None, include_revoked=True, page=PageRequest(limit=1000)
-        )
-
-    _, items = _with_keyring(_list, database_url, data_dir)
-    for item in items:
-        state = "revoked" if item["revoked_at"] else "active"
-        bound = ",".join(f"{k}={item[k]}" for k in ("app_id", "user_id") if item[k])
-        typer.echo(
-            f"{item['id']}  {item['role']:5}  {state:7}  {item['prefix']}…  {item['name']}  {bound}"
-        )
-
-
-@keys_app.command("revoke")
-def key_revoke(key_id: str, database_url: DbOption = None, data_dir: DataDirOption = None) -> None:
-    """Revoke a managed key."""
-    from task_framework.errors import NotFound
-
-    async def _revoke(keys: Any) -> None:
-        await keys.revoke_key(key_id)
-
-    try:
-        _with_keyring(_revoke, database_url, data_dir)
-    except NotFound as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(1) from exc
-    typer.echo(f"revoked {key_id}")
 
 
 @app.command()
 def package(
-    task_dir: Annotated[Path | None, typer.Argument(help="Task folder")] = None,
+    task_dir: Annotated[Path | None, typer.Argument(metavar="DIR", help="Task folder")] = None,
     task_dir_opt: Annotated[
-        Path | None, typer.Option("--task-dir", "-t", help="Task folder (old spelling)")
+        Path | None,
+        typer.Option("--task-dir", "-t", metavar="DIR", help="Task folder (old spelling)"),
     ] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output zip")] = None,
-    validate_only: Annotated[bool, typer.Option("--validate-only")] = False,
-    show_metadata: Annotated[bool, typer.Option("--show-metadata")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", metavar="ZIP", help="Output zip")
+    ] = None,
+    validate_only: Annotated[
+        bool,
+        typer.Option("--validate-only", metavar="", help="Only check the folder; write no zip"),
+    ] = False,
+    show_metadata: Annotated[
+        bool,
+        typer.Option(
+            "--show-metadata", metavar="", help="Print the package metadata as JSON on stdout"
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", metavar="", help="Accepted for compatibility; has no effect"
+        ),
+    ] = False,
 ) -> None:
     """Build (or only validate) a task package zip from a task folder."""
     from task_framework.cli.package import run
@@ -312,32 +236,35 @@ def package(
     raise typer.Exit(code)
 
 
-@app.command()
-def deploy(
-    package_zip: Annotated[Path, typer.Argument(help="Package zip to deploy")],
-    url: Annotated[str, typer.Option(help="Server base URL")] = "http://127.0.0.1:3000",
-    admin_key: Annotated[
-        str | None, typer.Option(envvar="TASK_FRAMEWORK_ADMIN_KEY", help="Admin API key")
-    ] = None,
-    force: Annotated[bool, typer.Option(help="Replace a version deployed with other content")] = (
-        False
-    ),
-) -> None:
-    """Upload a package to a server, with upload and build progress."""
-    from task_framework.cli.deploy import upload
-
-    if not admin_key:
-        typer.echo("error: --admin-key (or TASK_FRAMEWORK_ADMIN_KEY) is required", err=True)
-        raise typer.Exit(2)
-    raise typer.Exit(upload(package_zip, url=url, admin_key=admin_key, force=force))
-
-
-# Client-based commands: run, threads, artifacts, files, tasks, schedules, webhooks, keys, …
+# Client-based commands: deploy, run, threads, artifacts, files, tasks, schedules, …
 register_remote_commands(app)
 
 
+def _plain_labels(command: Any) -> None:
+    """Help without Python types. typer labels its own ``--help`` flag ``<bool>`` (a flag
+    takes no value, so nothing is shown; our flags say so with ``metavar=""``), and shows
+    an argument's type (``<str>``) beside its metavar, which already names it."""
+    ctx = command.context_class(command)
+    help_option = command.get_help_option(ctx)
+    if help_option is not None:
+        help_option.metavar = ""
+    for param in command.params:
+        if param.param_type_name == "argument" and param.metavar:
+            param.display_type_rich = lambda ctx: None
+    if hasattr(command, "list_commands"):
+        for name in command.list_commands(ctx):
+            _plain_labels(command.get_command(ctx, name))
+
+
+def cli_command() -> Any:
+    """The click command of :data:`app`, as ``task-framework`` runs it."""
+    command = typer.main.get_command(app)
+    _plain_labels(command)
+    return command
+
+
 def main() -> None:
-    app()
+    cli_command()(prog_name="task-framework")
 
 
 if __name__ == "__main__":

@@ -6,15 +6,19 @@ Exit codes: 0 ok, 1 the task (thread) failed, 2 usage or a rejected request (4xx
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -38,23 +42,42 @@ T = TypeVar("T")
 
 UrlOpt = Annotated[
     str | None,
-    typer.Option("--url", envvar="TASK_FRAMEWORK_URL", help="Server base URL", show_default=False),
+    typer.Option(
+        "--url",
+        envvar="TASK_FRAMEWORK_URL",
+        metavar="URL",
+        help="Server base URL (default http://127.0.0.1:3000)",
+        show_default=False,
+    ),
 ]
 KeyOpt = Annotated[
     str | None,
-    typer.Option("--api-key", envvar="TASK_FRAMEWORK_API_KEY", help="API key", show_default=False),
+    typer.Option(
+        "--api-key",
+        envvar="TASK_FRAMEWORK_API_KEY",
+        metavar="KEY",
+        help="API key (an admin key for admin commands)",
+        show_default=False,
+    ),
 ]
 AppOpt = Annotated[
     str | None,
-    typer.Option("--app-id", envvar="TASK_FRAMEWORK_APP_ID", help="Caller app_id"),
+    typer.Option("--app-id", envvar="TASK_FRAMEWORK_APP_ID", metavar="ID", help="Caller app_id"),
 ]
 UserOpt = Annotated[
     str | None,
-    typer.Option("--user-id", envvar="TASK_FRAMEWORK_USER_ID", help="Caller user_id"),
+    typer.Option("--user-id", envvar="TASK_FRAMEWORK_USER_ID", metavar="ID", help="Caller user_id"),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output")]
-LimitOpt = Annotated[int, typer.Option("--limit", min=1, max=1000, help="Items to show")]
-AllOpt = Annotated[bool, typer.Option("--all", help="Follow the cursor through every page")]
+JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="Machine-readable JSON output")]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", metavar="", help="Print only ids, one per line")
+]
+LimitOpt = Annotated[
+    int, typer.Option("--limit", min=1, max=1000, metavar="N", help="Items to show")
+]
+AllOpt = Annotated[
+    bool, typer.Option("--all", metavar="", help="Follow the cursor through every page")
+]
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -62,20 +85,82 @@ err = Console(stderr=True)
 
 @dataclass(frozen=True, slots=True)
 class Conn:
-    """Connection options of one command invocation."""
+    """Connection and output options of one command invocation."""
 
     url: str | None
     api_key: str | None
     app_id: str | None
     user_id: str | None
     json: bool
+    quiet: bool = False
+    admin_key: str | None = None
+    """Sent as ``X-Admin-API-Key`` (admin routes check it before ``X-API-Key``)."""
 
     def client(self) -> Client:
-        return Client(self.url, self.api_key, app_id=self.app_id, user_id=self.user_id)
+        headers = {"X-Admin-API-Key": self.admin_key} if self.admin_key else None
+        return Client(
+            self.url, self.api_key, app_id=self.app_id, user_id=self.user_id, headers=headers
+        )
 
 
-def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+_SHARED: tuple[tuple[str, Any, Any], ...] = (
+    ("url", UrlOpt, None),
+    ("api_key", KeyOpt, None),
+    ("app_id", AppOpt, None),
+    ("user_id", UserOpt, None),
+    ("json_out", JsonOpt, False),
+)
+_QUIET = ("quiet", QuietOpt, False)
+
+
+def _with_connection(
+    fn: Callable[..., None], shared: Sequence[tuple[str, Any, Any]]
+) -> Callable[..., None]:
+    signature = inspect.signature(fn, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "conn"]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=hint)
+        for name, hint, default in shared
+    ]
+    names = [name for name, _, _ in shared]
+
+    @functools.wraps(fn)
+    def command(**values: Any) -> None:
+        options = {name: values.pop(name) for name in names}
+        conn = Conn(
+            options["url"],
+            options["api_key"],
+            options["app_id"],
+            options["user_id"],
+            options["json_out"],
+            quiet=options.get("quiet", False),
+        )
+        fn(conn, **values)
+
+    # typer reads the options from the signature: the command's own, then the shared ones
+    # (so they are accepted after the subcommand, as options always are).
+    new_signature = signature.replace(parameters=[*own, *added])
+    command.__signature__ = new_signature  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in new_signature.parameters.values()}
+    return command
+
+
+def remote(fn: Callable[..., None]) -> Callable[..., None]:
+    """Give a command the shared connection options (``--url``, ``--api-key``,
+    ``--app-id``, ``--user-id``, ``--json``); it receives them as its first argument, a
+    :class:`Conn`."""
+    return _with_connection(fn, _SHARED)
+
+
+def remote_list(fn: Callable[..., None]) -> Callable[..., None]:
+    """:func:`remote`, plus ``-q/--quiet`` for a command that lists items."""
+    return _with_connection(fn, (*_SHARED, _QUIET))
+
+
+def fail(message: str, code: int = EXIT_USAGE, *, hint: str | None = None) -> NoReturn:
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    if hint:
+        err.print(f"hint: {hint}", highlight=False, markup=False)
     raise typer.Exit(code)
 
 
@@ -90,20 +175,26 @@ def exit_code_for(error: ClientError) -> int:
 
 
 @contextmanager
-def handled(conn: Conn) -> Iterator[Client]:
-    """A client for the command; client errors become a message and an exit code."""
+def handled(conn: Conn, *, hints: Mapping[str, str] | None = None) -> Iterator[Client]:
+    """A client for the command; client errors become a message and an exit code.
+
+    ``hints`` maps API error codes to a line telling the user what to do about them.
+    """
     try:
         with conn.client() as client:
             yield client
     except ApiError as exc:
+        hint = (hints or {}).get(exc.code)
         if conn.json:
-            print(
-                json.dumps(
-                    {"error": {"status": exc.status, "code": exc.code, "detail": exc.detail}}
-                )
-            )
-        fail(f"{exc.code} ({exc.status}): {exc.detail}", exit_code_for(exc))
+            error: dict[str, Any] = {"status": exc.status, "code": exc.code, "detail": exc.detail}
+            if hint:
+                error["hint"] = hint
+            print(json.dumps({"error": error}))
+        fail(f"{exc.code} ({exc.status}): {exc.detail}", exit_code_for(exc), hint=hint)
     except (ServerUnreachable, WaitTimeout) as exc:
+        if conn.json:
+            code = "WAIT_TIMEOUT" if isinstance(exc, WaitTimeout) else "SERVER_UNREACHABLE"
+            print(json.dumps({"error": {"status": None, "code": code, "detail": str(exc)}}))
         fail(str(exc), exit_code_for(exc))
 
 
@@ -129,28 +220,98 @@ def short(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def table(
-    rows: Sequence[Any], columns: Sequence[tuple[str, Callable[[Any], Any]]], *, title: str = ""
-) -> None:
-    """Print items as a table; ``columns`` are (header, getter) pairs."""
-    grid = Table(title=title or None, show_lines=False, header_style="bold")
-    for header, _ in columns:
-        grid.add_column(header, overflow="fold")
-    for row in rows:
-        grid.add_row(*(short(getter(row)) for _, getter in columns))
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column of a table. An ``ident`` column (ids, hashes) is never cut or wrapped;
+    the first one is what ``--quiet`` prints."""
+
+    header: str
+    get: Callable[[Any], Any]
+    ident: bool = False
+
+
+def ident(header: str, get: Callable[[Any], Any]) -> Column:
+    return Column(header, get, ident=True)
+
+
+TABLE_MIN_COLUMN_CHARS = 6
+"""Below this many characters per other column, a table is printed as one block per item."""
+TABLE_GAP_CHARS = 2
+"""Between two columns (no vertical lines: ids copy and paste cleanly)."""
+
+
+def _text(column: Column, row: Any) -> str:
+    value = column.get(row)
+    if column.ident:
+        return "" if value is None else str(value)
+    return short(value)
+
+
+def table(rows: Sequence[Any], columns: Sequence[Column], *, title: str = "") -> None:
+    """Print items as a table. Ident columns keep their whole values; the others fold.
+    When the ident columns leave too little room, each item is printed as a block."""
+    cells = [[_text(column, row) for column in columns] for row in rows]
+    widths = [
+        max([len(column.header)] + [len(line[i]) for line in cells]) if column.ident else 0
+        for i, column in enumerate(columns)
+    ]
+    others = sum(1 for column in columns if not column.ident)
+    gaps = TABLE_GAP_CHARS * (len(columns) - 1)
+    if sum(widths) + gaps + others * TABLE_MIN_COLUMN_CHARS > out.width:
+        _blocks(cells, columns)
+        return
+    grid = Table(
+        title=title or None,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, TABLE_GAP_CHARS // 2),
+        header_style="bold",
+    )
+    for column, width in zip(columns, widths, strict=True):
+        if column.ident:
+            grid.add_column(column.header, no_wrap=True, min_width=width)
+        else:
+            grid.add_column(column.header, overflow="fold")
+    for line in cells:
+        grid.add_row(*(escape(text) for text in line))
     out.print(grid)
+
+
+def _blocks(cells: Sequence[Sequence[str]], columns: Sequence[Column]) -> None:
+    """The narrow-terminal layout: the first ident on its own line, the rest under it."""
+    first = next((i for i, column in enumerate(columns) if column.ident), 0)
+    for line in cells:
+        out.print(f"[bold]{escape(line[first])}[/bold]", highlight=False)
+        for i, column in enumerate(columns):
+            if i != first and line[i]:
+                out.print(f"  {column.header}: {escape(line[i])}", highlight=False)
+
+
+def print_items(
+    conn: Conn, items: Sequence[Any], columns: Sequence[Column], *, json_value: Any = None
+) -> None:
+    """A list command's output: JSON with ``--json`` (``items``, or ``json_value`` when the
+    route answers more than the items), ids with ``--quiet``, else a table."""
+    if conn.json:
+        print_json(items if json_value is None else json_value)
+    elif conn.quiet:
+        key = next(column for column in columns if column.ident)
+        for item in items:
+            print(key.get(item))
+    else:
+        table(items, columns)
 
 
 def details(item: ApiModel, fields: Sequence[str] | None = None) -> None:
-    """Print one object as ``field: value`` lines."""
+    """Print one object as ``field: value`` lines (values whole: the terminal wraps them)."""
     data = item.to_json()
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column(overflow="fold")
-    for name in fields or list(data):
+    names = list(fields or data)
+    width = max((len(name) for name in names), default=0)
+    for name in names:
         value = data.get(name)
-        grid.add_row(name, short(value, 200) if not isinstance(value, str) else value)
-    out.print(grid)
+        text = value if isinstance(value, str) else short(value, 200)
+        out.print(f"[bold]{name:<{width}}[/bold]  {escape(text)}", highlight=False)
 
 
 def emit(conn: Conn, value: Any, human: Callable[[], None]) -> None:
@@ -208,14 +369,16 @@ def thread_exit_code(thread: Thread) -> int:
 def print_thread(thread: Thread) -> None:
     style = state_style(thread.state)
     task = f"{thread.metadata.get('task_id')}:{thread.metadata.get('task_version')}"
-    out.print(f"[bold]{thread.id}[/bold]  [{style}]{thread.state}[/{style}]  {task}")
+    out.print(f"[bold]{thread.id}[/bold]  [{style}]{thread.state}[/{style}]  {escape(task)}")
     if thread.error is not None:
-        out.print(f"  [red]{thread.error.code}[/red]: {thread.error.message}", highlight=False)
+        message = escape(thread.error.message)
+        out.print(f"  [red]{thread.error.code}[/red]: {message}", highlight=False)
     for problem in thread.problems:
-        out.print(f"  [yellow]problem[/yellow]: {problem.message}", highlight=False)
+        out.print(f"  [yellow]problem[/yellow]: {escape(problem.message)}", highlight=False)
     for artifact in thread.outputs:
         content = artifact.text if artifact.text is not None else artifact.value
         if artifact.file_ref:
             content = f"file {artifact.file_ref} ({artifact.size} bytes)"
         label = artifact.ref or artifact.id
-        out.print(f"  → {label} [{artifact.kind}]: {short(content, 100)}", highlight=False)
+        line = f"  → {label} [{artifact.kind}]: {short(content, 100)}"
+        out.print(escape(line), highlight=False)

@@ -9,44 +9,43 @@ import typer
 
 from task_framework.cli.commands._common import (
     AllOpt,
-    AppOpt,
+    Column,
     Conn,
-    JsonOpt,
-    KeyOpt,
     LimitOpt,
-    UrlOpt,
-    UserOpt,
     collect,
     emit,
     fail,
     handled,
+    ident,
     out,
+    print_items,
+    remote,
+    remote_list,
     show_progress,
-    table,
     transfer_progress,
 )
 
 files_app = typer.Typer(help="Upload, download, list and remove files.", no_args_is_help=True)
 
-RefArg = Annotated[str, typer.Argument(help="File ref (file_…)")]
+RefArg = Annotated[str, typer.Argument(metavar="FILE_REF", help="File ref (file_…)")]
 
 
 @files_app.command("upload")
+@remote
 def upload(
-    path: Annotated[Path, typer.Argument(help="File to upload")],
-    media_type: Annotated[str | None, typer.Option(help="Media type (default: guessed)")] = None,
-    filename: Annotated[str | None, typer.Option(help="Stored name (default: the file's)")] = None,
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
+    conn: Conn,
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="File to upload")],
+    media_type: Annotated[
+        str | None, typer.Option(metavar="TYPE", help="Media type (default: guessed)")
+    ] = None,
+    filename: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Stored name (default: the file's)")
+    ] = None,
 ) -> None:
     """Upload a file (streamed, with a progress bar); prints its file ref."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     if not path.is_file():
         fail(f"{path} is not a file")
-    with handled(conn) as client, transfer_progress(show_progress(json_out)) as progress:
+    with handled(conn) as client, transfer_progress(show_progress(conn.json)) as progress:
         task = progress.add_task(f"uploading {path.name}", total=path.stat().st_size)
         uploaded = client.upload_file(
             path,
@@ -58,18 +57,16 @@ def upload(
 
 
 @files_app.command("download")
+@remote
 def download(
+    conn: Conn,
     file_ref: RefArg,
-    output: Annotated[Path, typer.Option("--output", "-o", help="File or folder")] = Path("."),
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="PATH", help="File or folder")
+    ] = Path("."),
 ) -> None:
     """Download a file (streamed, with a progress bar); prints where it was saved."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
-    with handled(conn) as client, transfer_progress(show_progress(json_out)) as progress:
+    with handled(conn) as client, transfer_progress(show_progress(conn.json)) as progress:
         task = progress.add_task(f"downloading {file_ref}", total=None)
         saved = client.download_file(
             file_ref,
@@ -80,48 +77,39 @@ def download(
 
 
 @files_app.command("ls")
+@remote_list
 def list_files(
-    media_type: Annotated[str | None, typer.Option(help="Only this media type")] = None,
+    conn: Conn,
+    media_type: Annotated[
+        str | None, typer.Option(metavar="TYPE", help="Only this media type")
+    ] = None,
     limit: LimitOpt = 20,
     every: AllOpt = False,
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
 ) -> None:
     """List files, newest first."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     with handled(conn) as client:
         pages = client.iter_files(page_size=min(limit, 1000), media_type=media_type)
         items = collect(pages, limit, every)
-    emit(
+    print_items(
         conn,
         items,
-        lambda: table(
-            items,
-            [
-                ("file_ref", lambda f: f.file_ref),
-                ("filename", lambda f: f.filename),
-                ("media_type", lambda f: f.media_type),
-                ("size", lambda f: f.size),
-                ("created", lambda f: f.created_at.isoformat() if f.created_at else None),
-            ],
-        ),
+        [
+            ident("file_ref", lambda f: f.file_ref),
+            Column("filename", lambda f: f.filename),
+            Column("media_type", lambda f: f.media_type),
+            Column("size", lambda f: f.size),
+            Column("created", lambda f: f.created_at.isoformat() if f.created_at else None),
+        ],
     )
 
 
 @files_app.command("rm")
+@remote
 def remove(
+    conn: Conn,
     file_ref: RefArg,
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
 ) -> None:
     """Delete a file."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     with handled(conn) as client:
         client.delete_file(file_ref)
     emit(conn, {"deleted": file_ref}, lambda: out.print(f"deleted {file_ref}"))

@@ -7,22 +7,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import TaskID
 
 from task_framework.cli.commands._common import (
     EXIT_OK,
-    AppOpt,
     Conn,
-    JsonOpt,
-    KeyOpt,
-    UrlOpt,
-    UserOpt,
     err,
     fail,
     handled,
     out,
     print_json,
     print_thread,
+    remote,
     show_progress,
     state_style,
     thread_exit_code,
@@ -92,7 +89,7 @@ def print_event(event: ServerEvent) -> None:
     data = event.data
     if event.is_log:
         level = data.get("level") or data.get("stream")
-        out.print(f"[dim]{level:>7}[/dim] {data.get('message', '')}", highlight=False)
+        out.print(f"[dim]{level:>7}[/dim] {escape(str(data.get('message', '')))}", highlight=False)
         return
     state = (data.get("thread") or {}).get("state", "")
     extra = ""
@@ -102,7 +99,9 @@ def print_event(event: ServerEvent) -> None:
     elif event.event == "thread.problem":
         extra = f" {(data.get('problem') or {}).get('message', '')}"
     style = state_style(state)
-    out.print(f"[bold]{event.event}[/bold] [{style}]{state}[/{style}]{extra}", highlight=False)
+    out.print(
+        f"[bold]{event.event}[/bold] [{style}]{state}[/{style}]{escape(extra)}", highlight=False
+    )
 
 
 def follow_thread(client: Client, thread_id: str, json_mode: bool) -> Thread:
@@ -128,49 +127,62 @@ def wait_thread(client: Client, thread_id: str, json_mode: bool) -> Thread:
         )
 
 
+@remote
 def run(
+    conn: Conn,
     inputs: Annotated[
         list[str] | None,
-        typer.Option("--input", "-i", help="Input: JSON value, or an artifact object"),
+        typer.Option(
+            "--input", "-i", metavar="JSON", help="Input: JSON value, or an artifact object"
+        ),
     ] = None,
-    texts: Annotated[list[str] | None, typer.Option("--text", help="A text input")] = None,
+    texts: Annotated[
+        list[str] | None, typer.Option("--text", metavar="TEXT", help="A text input")
+    ] = None,
     files: Annotated[
-        list[Path] | None, typer.Option("--file", "-f", help="Upload a file as an input")
+        list[Path] | None,
+        typer.Option("--file", "-f", metavar="PATH", help="Upload a file as an input"),
     ] = None,
-    task_id: Annotated[str | None, typer.Option("--task", "-t", help="Task id")] = None,
-    version: Annotated[str | None, typer.Option("--version", help="Task version")] = None,
+    task_id: Annotated[
+        str | None, typer.Option("--task", "-t", metavar="TASK_ID", help="Task id")
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", metavar="VERSION", help="Task version")
+    ] = None,
     param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help="A parameter KEY=VALUE")
+        list[str] | None,
+        typer.Option("--param", "-p", metavar="KEY=VALUE", help="A parameter KEY=VALUE"),
     ] = None,
-    params_json: Annotated[str | None, typer.Option("--params", help="Params as JSON")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Thread name")] = None,
+    params_json: Annotated[
+        str | None, typer.Option("--params", metavar="JSON", help="Params as JSON")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", metavar="NAME", help="Thread name")] = None,
     timeout: Annotated[
-        int | None, typer.Option("--timeout", min=1, help="Thread timeout in seconds")
+        int | None,
+        typer.Option("--timeout", min=1, metavar="SECONDS", help="Thread timeout in seconds"),
     ] = None,
     run_async: Annotated[
-        bool, typer.Option("--async", help="Queue the thread and return its id at once")
+        bool, typer.Option("--async", metavar="", help="Queue the thread and return its id at once")
     ] = False,
     follow: Annotated[
-        bool, typer.Option("--follow", help="With --async: stream events and logs until done")
+        bool,
+        typer.Option(
+            "--follow", metavar="", help="With --async: stream events and logs until done"
+        ),
     ] = False,
     wait: Annotated[
-        bool, typer.Option("--wait", help="With --async: wait (with a spinner) until done")
+        bool,
+        typer.Option("--wait", metavar="", help="With --async: wait (with a spinner) until done"),
     ] = False,
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
 ) -> None:
     """Run a task. Exit code 1 when the thread does not succeed."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     if (follow or wait) and not run_async:
         run_async = True
     artifacts = [parse_json_input(text) for text in inputs or []]
     artifacts += [{"kind": "text", "text": text} for text in texts or []]
     params = parse_params(param or [], params_json)
     with handled(conn) as client:
-        artifacts += upload_inputs(client, files or [], json_out)
+        artifacts += upload_inputs(client, files or [], conn.json)
         if not artifacts:
             artifacts = [{"kind": "json", "value": {}}]
         fields: dict[str, Any] = {
@@ -185,17 +197,17 @@ def run(
         else:
             thread = client.start(artifacts, **fields)
             if follow:
-                thread = follow_thread(client, thread.id, json_out)
+                thread = follow_thread(client, thread.id, conn.json)
             elif wait:
-                thread = wait_thread(client, thread.id, json_out)
+                thread = wait_thread(client, thread.id, conn.json)
             else:
-                if json_out:
+                if conn.json:
                     print_json(thread)
                 else:
                     out.print(thread.id)
                     err.print(f"follow it with: task-framework threads logs {thread.id} --follow")
                 raise typer.Exit(EXIT_OK)
-        if json_out:
+        if conn.json:
             print_json(thread)
         else:
             print_thread(thread)

@@ -8,18 +8,17 @@ from typing import Annotated
 import typer
 
 from task_framework.cli.commands._common import (
-    AppOpt,
+    Column,
     Conn,
-    JsonOpt,
-    KeyOpt,
-    UrlOpt,
-    UserOpt,
     details,
     emit,
     handled,
+    ident,
     out,
+    print_items,
+    remote,
+    remote_list,
     show_progress,
-    table,
     transfer_progress,
 )
 
@@ -28,114 +27,92 @@ tasks_app = typer.Typer(
     no_args_is_help=True,
 )
 
-TaskArg = Annotated[str, typer.Argument(help="Task id")]
+TaskArg = Annotated[str, typer.Argument(metavar="TASK_ID", help="Task id")]
 VersionOpt = Annotated[
-    str | None, typer.Option("--version", help="One version (default: all/latest)")
+    str | None,
+    typer.Option("--version", metavar="VERSION", help="One version (default: all/latest)"),
 ]
 
 
 @tasks_app.command("list")
+@remote_list
 def list_tasks(
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
+    conn: Conn,
 ) -> None:
     """List deployed tasks and their versions."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     with handled(conn) as client:
-        listing = client.list_tasks()
-    emit(
+        found = client.list_tasks()
+    print_items(
         conn,
-        listing,
-        lambda: table(
-            listing.tasks,
-            [
-                ("task", lambda t: t.task_id),
-                ("latest", lambda t: t.latest_version),
-                ("versions", lambda t: ", ".join(t.versions)),
-                ("description", lambda t: t.description),
-            ],
-        ),
+        found.tasks,
+        [
+            ident("task", lambda t: t.task_id),
+            Column("latest", lambda t: t.latest_version),
+            Column("versions", lambda t: ", ".join(t.versions)),
+            Column("description", lambda t: t.description),
+        ],
+        json_value=found,
     )
 
 
 @tasks_app.command("show")
+@remote
 def show_task(
+    conn: Conn,
     task_id: TaskArg,
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
 ) -> None:
     """Show one task."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     with handled(conn) as client:
         summary = client.get_task(task_id)
     emit(conn, summary, lambda: details(summary))
 
 
 @tasks_app.command("versions")
+@remote_list
 def versions(
+    conn: Conn,
     task_id: TaskArg,
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
 ) -> None:
     """List a task's versions, newest first."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     with handled(conn) as client:
         items = client.task_versions(task_id)
-    emit(
+    print_items(
         conn,
         items,
-        lambda: table(
-            items,
-            [
-                ("version", lambda v: v.version),
-                ("deployed", lambda v: v.deployed_at.isoformat() if v.deployed_at else None),
-                ("entry point", lambda v: v.entry_point),
-                ("hash", lambda v: v.zip_hash),
-            ],
-        ),
+        [
+            ident("version", lambda v: v.version),
+            Column("deployed", lambda v: v.deployed_at.isoformat() if v.deployed_at else None),
+            Column("entry point", lambda v: v.entry_point),
+            ident("hash", lambda v: v.zip_hash),
+        ],
     )
 
 
 @tasks_app.command("delete")
+@remote
 def delete_task(
+    conn: Conn,
     task_id: TaskArg,
     version: VersionOpt = None,
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
 ) -> None:
     """Undeploy a task version, or every version of the task."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     with handled(conn) as client:
         result = client.delete_task(task_id, version)
     emit(conn, result, lambda: out.print(result.message))
 
 
 @tasks_app.command("download")
+@remote
 def download_task(
+    conn: Conn,
     task_id: TaskArg,
     version: VersionOpt = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="File or folder")] = Path("."),
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="PATH", help="File or folder")
+    ] = Path("."),
 ) -> None:
     """Download a deployed package zip (the latest version unless --version)."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
-    with handled(conn) as client, transfer_progress(show_progress(json_out)) as progress:
+    with handled(conn) as client, transfer_progress(show_progress(conn.json)) as progress:
         bar = progress.add_task(f"downloading {task_id}", total=None)
         saved = client.download_task(
             task_id,
@@ -147,27 +124,20 @@ def download_task(
 
 
 @tasks_app.command("history")
+@remote_list
 def history(
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
+    conn: Conn,
 ) -> None:
     """Deployment history, newest first (failed attempts included)."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     with handled(conn) as client:
         records = client.deployment_history()
-    emit(
+    print_items(
         conn,
         records,
-        lambda: table(
-            records,
-            [
-                ("task", lambda r: f"{r.task_id}:{r.version}"),
-                ("status", lambda r: r.status),
-                ("deployed", lambda r: r.deployed_at.isoformat() if r.deployed_at else None),
-                ("error", lambda r: r.error),
-            ],
-        ),
+        [
+            ident("task", lambda r: f"{r.task_id}:{r.version}"),
+            Column("status", lambda r: r.status),
+            Column("deployed", lambda r: r.deployed_at.isoformat() if r.deployed_at else None),
+            Column("error", lambda r: r.error),
+        ],
     )

@@ -8,52 +8,44 @@ import typer
 
 from task_framework.cli.commands._common import (
     AllOpt,
-    AppOpt,
+    Column,
     Conn,
-    JsonOpt,
-    KeyOpt,
     LimitOpt,
-    UrlOpt,
-    UserOpt,
     collect,
     details,
     emit,
     handled,
+    ident,
     out,
+    print_items,
+    remote,
+    remote_list,
     table,
 )
-from task_framework.client.models import Webhook, WebhookDelivery
+from task_framework.client.models import Webhook
 
 webhooks_app = typer.Typer(help="Manage webhooks and inspect deliveries.", no_args_is_help=True)
 
-HookArg = Annotated[str, typer.Argument(help="Webhook id")]
+HookArg = Annotated[str, typer.Argument(metavar="WEBHOOK_ID", help="Webhook id")]
 
 
-def _hook_table(items: list[Webhook]) -> None:
-    table(
-        items,
-        [
-            ("id", lambda w: w.id),
-            ("url", lambda w: w.url),
-            ("enabled", lambda w: "yes" if w.enabled else f"no ({w.disabled_reason})"),
-            ("events", lambda w: w.events),
-            ("source", lambda w: w.source),
-        ],
-    )
+HOOK_COLUMNS = (
+    ident("id", lambda w: w.id),
+    Column("url", lambda w: w.url),
+    Column("enabled", lambda w: "yes" if w.enabled else f"no ({w.disabled_reason})"),
+    Column("events", lambda w: w.events),
+    Column("source", lambda w: w.source),
+)
 
 
-def _delivery_table(items: list[WebhookDelivery]) -> None:
-    table(
-        items,
-        [
-            ("id", lambda d: d.id),
-            ("event", lambda d: d.event_type),
-            ("status", lambda d: d.status),
-            ("code", lambda d: d.status_code),
-            ("attempt", lambda d: d.attempt),
-            ("error", lambda d: d.error),
-        ],
-    )
+DELIVERY_COLUMNS = (
+    ident("id", lambda d: d.id),
+    Column("event", lambda d: d.event_type),
+    Column("status", lambda d: d.status),
+    Column("code", lambda d: d.status_code),
+    Column("attempt", lambda d: d.attempt),
+    Column("error", lambda d: d.error),
+)
 
 
 def _show_hook(hook: Webhook) -> None:
@@ -63,26 +55,32 @@ def _show_hook(hook: Webhook) -> None:
 
 
 @webhooks_app.command("create")
+@remote
 def create(
+    conn: Conn,
     target: Annotated[str, typer.Argument(metavar="URL", help="Where events are POSTed")],
     event: Annotated[
-        list[str] | None, typer.Option("--event", "-e", help="Only these events (repeatable)")
+        list[str] | None,
+        typer.Option("--event", "-e", metavar="EVENT", help="Only these events (repeatable)"),
     ] = None,
-    task_id: Annotated[str | None, typer.Option("--task", help="Only this task's events")] = None,
-    thread_id: Annotated[str | None, typer.Option("--thread", help="Only this thread")] = None,
+    task_id: Annotated[
+        str | None, typer.Option("--task", metavar="TASK_ID", help="Only this task's events")
+    ] = None,
+    thread_id: Annotated[
+        str | None, typer.Option("--thread", metavar="THREAD_ID", help="Only this thread")
+    ] = None,
     schedule_id: Annotated[
-        str | None, typer.Option("--schedule", help="Only this schedule")
+        str | None, typer.Option("--schedule", metavar="SCHEDULE_ID", help="Only this schedule")
     ] = None,
-    detail: Annotated[str | None, typer.Option(help="none, inline_small or inline_all")] = None,
-    timeout: Annotated[int | None, typer.Option(min=1, max=60, help="Seconds")] = None,
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
+    detail: Annotated[
+        str | None, typer.Option(metavar="LEVEL", help="none, inline_small or inline_all")
+    ] = None,
+    timeout: Annotated[
+        int | None,
+        typer.Option(min=1, max=60, metavar="SECONDS", help="Delivery timeout in seconds"),
+    ] = None,
 ) -> None:
     """Create a webhook; its signing secret is printed once."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     scope = {k: v for k, v in {"thread_id": thread_id, "schedule_id": schedule_id}.items() if v}
     fields: dict[str, Any] = {
         "events": {"include": event} if event else None,
@@ -97,54 +95,50 @@ def create(
 
 
 @webhooks_app.command("list")
+@remote_list
 def list_webhooks(
-    enabled: Annotated[bool | None, typer.Option("--enabled/--disabled", help="Filter")] = None,
+    conn: Conn,
+    enabled: Annotated[
+        bool | None, typer.Option("--enabled/--disabled", metavar="", help="Filter")
+    ] = None,
     limit: LimitOpt = 20,
     every: AllOpt = False,
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
 ) -> None:
     """List webhooks."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     with handled(conn) as client:
         pages = client.iter_webhooks(page_size=min(limit, 1000), is_enabled=enabled)
         items = collect(pages, limit, every)
-    emit(conn, items, lambda: _hook_table(items))
+    print_items(conn, items, HOOK_COLUMNS)
 
 
 @webhooks_app.command("show")
+@remote
 def show(
+    conn: Conn,
     webhook_id: HookArg,
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
 ) -> None:
     """Show a webhook."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     with handled(conn) as client:
         hook = client.get_webhook(webhook_id)
     emit(conn, hook, lambda: details(hook))
 
 
 @webhooks_app.command("update")
+@remote
 def update(
+    conn: Conn,
     webhook_id: HookArg,
-    target: Annotated[str | None, typer.Option("--target", help="New callback URL")] = None,
-    enabled: Annotated[bool | None, typer.Option("--enable/--disable", help="Switch")] = None,
-    timeout: Annotated[int | None, typer.Option(min=1, max=60)] = None,
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
+    target: Annotated[
+        str | None, typer.Option("--target", metavar="URL", help="New callback URL")
+    ] = None,
+    enabled: Annotated[
+        bool | None, typer.Option("--enable/--disable", metavar="", help="Switch")
+    ] = None,
+    timeout: Annotated[
+        int | None, typer.Option(min=1, max=60, metavar="SECONDS", help="New delivery timeout")
+    ] = None,
 ) -> None:
     """Change a webhook (enable, disable, new URL or timeout)."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     with handled(conn) as client:
         hook = client.update_webhook(
             webhook_id, url=target, enabled=enabled, timeout_seconds=timeout
@@ -153,89 +147,73 @@ def update(
 
 
 @webhooks_app.command("delete")
+@remote
 def delete(
+    conn: Conn,
     webhook_id: HookArg,
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
 ) -> None:
     """Delete a webhook and its delivery history."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     with handled(conn) as client:
         client.delete_webhook(webhook_id)
     emit(conn, {"deleted": webhook_id}, lambda: out.print(f"deleted {webhook_id}"))
 
 
 @webhooks_app.command("regenerate-secret")
+@remote
 def regenerate_secret(
+    conn: Conn,
     webhook_id: HookArg,
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
 ) -> None:
     """Issue a new signing secret (printed once)."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     with handled(conn) as client:
         hook = client.regenerate_webhook_secret(webhook_id)
     emit(conn, hook, lambda: out.print(hook.secret or ""))
 
 
 @webhooks_app.command("deliveries")
+@remote_list
 def deliveries(
+    conn: Conn,
     webhook_id: HookArg,
-    status: Annotated[str | None, typer.Option(help="pending, success or failed")] = None,
-    thread_id: Annotated[str | None, typer.Option("--thread", help="Only this thread")] = None,
+    status: Annotated[
+        str | None, typer.Option(metavar="STATUS", help="pending, success or failed")
+    ] = None,
+    thread_id: Annotated[
+        str | None, typer.Option("--thread", metavar="THREAD_ID", help="Only this thread")
+    ] = None,
     limit: LimitOpt = 20,
     every: AllOpt = False,
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
 ) -> None:
     """List a webhook's delivery attempts, newest first."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     with handled(conn) as client:
         pages = client.iter_deliveries(
             webhook_id, page_size=min(limit, 1000), status=status, thread_id=thread_id
         )
         items = collect(pages, limit, every)
-    emit(conn, items, lambda: _delivery_table(items))
+    print_items(conn, items, DELIVERY_COLUMNS)
 
 
 @webhooks_app.command("delivery")
+@remote
 def delivery(
+    conn: Conn,
     webhook_id: HookArg,
-    delivery_id: Annotated[str, typer.Argument(help="Delivery id")],
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
+    delivery_id: Annotated[str, typer.Argument(metavar="DELIVERY_ID", help="Delivery id")],
 ) -> None:
     """Show one delivery attempt with its payload."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     with handled(conn) as client:
         item = client.get_delivery(webhook_id, delivery_id)
     emit(conn, item, lambda: details(item))
 
 
 @webhooks_app.command("redeliver")
+@remote
 def redeliver(
+    conn: Conn,
     webhook_id: HookArg,
-    delivery_id: Annotated[str, typer.Argument(help="Delivery id")],
-    url: UrlOpt = None,
-    api_key: KeyOpt = None,
-    app_id: AppOpt = None,
-    user_id: UserOpt = None,
-    json_out: JsonOpt = False,
+    delivery_id: Annotated[str, typer.Argument(metavar="DELIVERY_ID", help="Delivery id")],
 ) -> None:
     """Send a delivery's event again (same webhook-id, new signature)."""
-    conn = Conn(url, api_key, app_id, user_id, json_out)
     with handled(conn) as client:
         item = client.redeliver(webhook_id, delivery_id)
-    emit(conn, item, lambda: _delivery_table([item]))
+    emit(conn, item, lambda: table([item], DELIVERY_COLUMNS))
