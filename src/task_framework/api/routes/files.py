@@ -11,13 +11,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from task_framework.api.deps import Caller, Paging, ServicesDep, caller, services_of
+from task_framework.api.deps import (
+    ApiKeyHeader,
+    AppIdHeader,
+    Caller,
+    Paging,
+    ServicesDep,
+    UserIdHeader,
+    caller,
+    services_of,
+)
 from task_framework.api.errors import ERROR_RESPONSES
 from task_framework.api.json_edge import JSONResponse, StrictJSONRoute
 from task_framework.api.multipart_names import disposition_names
@@ -94,7 +103,9 @@ class ArtifactDownloadResponse(BaseModel):
 async def file_access(
     request: Request,
     file_ref: str,
-    x_api_key: Annotated[str | None, Header()] = None,
+    x_api_key: ApiKeyHeader,
+    x_app_id: AppIdHeader = None,
+    x_user_id: UserIdHeader = None,
     signature: Annotated[str | None, Query(description="Pre-signed URL signature")] = None,
     expires: Annotated[str | None, Query(description="Pre-signed URL expiry (unix s)")] = None,
     kid: Annotated[str | None, Query(description="Pre-signed URL key id")] = None,
@@ -106,10 +117,12 @@ async def file_access(
             request.method, file_ref, expires=expires, signature=signature, kid=kid
         )
         return grant
-    return await caller(request, x_api_key)
+    return await caller(request, x_api_key, x_app_id, x_user_id)
 
 
 FileAccess = Annotated[Access, Depends(file_access)]
+_KEY_OR_SIGNED: dict[str, Any] = {"security": [{}]}
+"""OpenAPI: besides the API key (added by FastAPI), no key at all (a pre-signed URL)."""
 
 
 def _base_url(request: Request) -> str:
@@ -292,6 +305,7 @@ async def create_upload(
     tags=["files"],
     response_model=FileUploadResponse,
     summary="Upload the bytes of an issued file ref (API key or pre-signed URL)",
+    openapi_extra=_KEY_OR_SIGNED,
 )
 async def put_file(
     file_ref: str, request: Request, access: FileAccess, svc: ServicesDep
@@ -336,6 +350,7 @@ _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     responses=_DOWNLOAD_RESPONSES,
     operation_id="download_file",
     summary="Download a file (API key or pre-signed URL; Range supported)",
+    openapi_extra=_KEY_OR_SIGNED,
 )
 @router.head(
     "/files/{file_ref}",
@@ -344,6 +359,7 @@ _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     responses=_DOWNLOAD_RESPONSES,
     operation_id="head_file",
     summary="A file's download headers, without the bytes",
+    openapi_extra=_KEY_OR_SIGNED,
 )
 async def download_file(
     file_ref: str,
