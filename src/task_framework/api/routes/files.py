@@ -270,6 +270,13 @@ class _MultipartUpload:
     },
 )
 async def upload_file(request: Request, principal: Caller, svc: ServicesDep) -> Response:
+    """Upload a file as multipart form data (field `file`), streamed to storage.
+
+    Auth: K; the file is owned by the caller. Optional form fields `filename` and
+    `media_type` override the part's own. Use the returned `file_ref` in file artifacts.
+    Over the maximum upload size: 413 FILE_SIZE_EXCEEDED (nothing is kept); storage
+    failure: 503 FILE_STORAGE_ERROR.
+    """
     upload = _MultipartUpload(
         request, max_body_bytes=svc.files.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
     )
@@ -289,6 +296,11 @@ async def upload_file(request: Request, principal: Caller, svc: ServicesDep) -> 
 async def create_upload(
     body: CreateUploadRequest, request: Request, principal: Caller, svc: ServicesDep
 ) -> Response:
+    """Reserve a file ref and get a pre-signed URL to PUT its bytes to.
+
+    Auth: K; the file is owned by the caller. `headers` lists the headers the PUT must
+    send. A `size` over the maximum upload size is 413 FILE_SIZE_EXCEEDED.
+    """
     reserved = await svc.files.reserve(
         principal,
         filename=body.filename,
@@ -310,6 +322,13 @@ async def create_upload(
 async def put_file(
     file_ref: str, request: Request, access: FileAccess, svc: ServicesDep
 ) -> Response:
+    """Upload the bytes of a file ref issued by `POST /uploads` (or `POST /files`).
+
+    Auth: K (owner), or none with a pre-signed PUT URL (`expires` and `signature` in the
+    query; when `signature` is present it alone decides). Refs that were not issued are 404
+    FILE_NOT_FOUND; an expired URL is 403 FILE_UPLOAD_EXPIRED, a wrong one 403
+    SIGNATURE_INVALID; more bytes than declared is 413 FILE_SIZE_EXCEEDED.
+    """
     stored = await svc.files.put(
         access, file_ref, request.stream(), content_type=request.headers.get("content-type")
     )
@@ -368,6 +387,13 @@ async def download_file(
     svc: ServicesDep,
     expires_in: Annotated[int | None, Query(description="Accepted and ignored")] = None,
 ) -> Response:
+    """Download a file's bytes (`GET`), or only its headers (`HEAD`).
+
+    Auth: K (owner; admins: any), or none with a pre-signed GET URL (`expires` and
+    `signature` in the query). A single `Range: bytes=a-b` answers 206; an unsatisfiable
+    range is 416 RANGE_NOT_SATISFIABLE. Unknown or foreign files are 404 FILE_NOT_FOUND; an
+    expired URL is 403 FILE_DOWNLOAD_EXPIRED, a wrong one 403 SIGNATURE_INVALID.
+    """
     head = request.method == "HEAD"
     download = await svc.files.open(
         access, file_ref, range_header=request.headers.get("range"), body=not head
@@ -383,6 +409,10 @@ async def download_file(
 async def list_files(
     principal: Caller, svc: ServicesDep, paging: Paging, media_type: str | None = None
 ) -> Response:
+    """List your files, newest first.
+
+    Auth: K. A regular key sees its own files; an admin key sees all.
+    """
     return JSONResponse(await svc.files.list_files(principal, media_type=media_type, page=paging))
 
 
@@ -390,6 +420,11 @@ async def list_files(
     "/files/{file_ref}", tags=["files"], status_code=204, summary="Delete a file (owner)"
 )
 async def delete_file(file_ref: str, principal: Caller, svc: ServicesDep) -> Response:
+    """Delete a file's bytes and metadata.
+
+    Auth: K, owner (admins: any). Artifacts that still reference it answer 404
+    FILE_NOT_FOUND on download afterwards. Answers 204.
+    """
     await svc.files.delete(principal, file_ref)
     return Response(status_code=204)
 
@@ -407,6 +442,12 @@ async def artifact_download(
     svc: ServicesDep,
     expires_in: Annotated[int, Query(ge=1, le=MAX_PRESIGN_SECONDS)] = DEFAULT_DOWNLOAD_URL_SECONDS,
 ) -> Response:
+    """A pre-signed, expiring download URL for a file artifact.
+
+    Auth: K, owner (admins: any). The URL works without a key until it expires
+    (`expires_in` seconds, default 900). An artifact without a file is 400
+    ARTIFACT_DOWNLOAD_NOT_SUPPORTED; a missing file is 404 FILE_NOT_FOUND.
+    """
     artifact = await svc.artifacts.get(principal, artifact_id)
     file_ref = artifact.get("file_ref")
     if not file_ref:
