@@ -110,7 +110,8 @@ _IDENTITY_RULE = (
     "AUTH_FORBIDDEN. Optional for admin keys: it stamps ownership on created resources "
     "and filters lists. Without identity headers the query parameters `app_id`/`user_id` "
     "are read instead (compatibility); when a header is sent, a query value that "
-    "differs is 400 VALIDATION_FAILED. 1-255 characters, no control characters."
+    f"differs is 400 VALIDATION_FAILED. 1 to {MAX_IDENTITY_CHARS} characters, no control "
+    "characters."
 )
 ApiKeyHeader = Annotated[str | None, Security(_api_key_header)]
 AdminKeyHeader = Annotated[str | None, Security(_admin_key_header)]
