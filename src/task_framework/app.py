@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from task_framework._version import __version__
+from task_framework.api.docs import install_docs
 from task_framework.api.errors import error_response, install_error_handlers
 from task_framework.api.middleware import RequestContextMiddleware
 from task_framework.api.routes import admin, streams, system, threads
@@ -477,6 +478,8 @@ def create_app(
         ),
         license_info={"name": "MIT", "identifier": "MIT"},
         lifespan=lifespan,
+        docs_url=None,  # served from local assets by install_docs
+        redoc_url=None,
     )
     app.state.services = svc
     install_error_handlers(app)
@@ -490,6 +493,7 @@ def create_app(
     app.include_router(file_routes.router)
     app.include_router(webhook_routes.router)
     app.include_router(schedule_routes.router)
+    install_docs(app)
 
     app.mount("/ui", create_ui_app(svc))
 

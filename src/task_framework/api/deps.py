@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Header, Query, Request, Security
+from fastapi.security import APIKeyHeader
 
 from task_framework.errors import ValidationFailed
 from task_framework.limits import MAX_IDENTITY_CHARS, MAX_OFFSET
@@ -49,7 +50,9 @@ def check_identity(field: str, value: str) -> str:
     return value
 
 
-def _identity(request: Request) -> tuple[str | None, str | None]:
+def _identity(
+    request: Request, app_header: str | None, user_header: str | None
+) -> tuple[str | None, str | None]:
     """The caller's (app_id, user_id).
 
     The ``X-App-Id``/``X-User-Id`` headers decide when either is present; a query
@@ -57,11 +60,11 @@ def _identity(request: Request) -> tuple[str | None, str | None]:
     sets the headers and forwards its users' query strings lets no one pick a tenant.
     Without identity headers the query may carry the identity (compatibility).
     """
-    query, headers = request.query_params, request.headers
-    from_headers: list[str | None] = []
-    for _, header in _IDENTITY_FIELDS:
-        raw = headers.get(header)
-        from_headers.append(_header_text(raw, header) if raw else None)
+    query = request.query_params
+    from_headers = [
+        _header_text(raw, header) if raw else None
+        for raw, (_, header) in zip((app_header, user_header), _IDENTITY_FIELDS, strict=True)
+    ]
     from_query = [query.get(field) or None for field, _ in _IDENTITY_FIELDS]
     if any(value is not None for value in from_headers):
         for (field, header), given, decided in zip(
@@ -81,12 +84,53 @@ def _identity(request: Request) -> tuple[str | None, str | None]:
     return app_id, user_id
 
 
+# The schemes and headers below are what /openapi.json (and so /docs) shows: Swagger UI's
+# "Authorize" fills the key headers, and every K and A operation lists the identity headers.
+API_KEY_SCHEME = "ApiKey"
+ADMIN_KEY_SCHEME = "AdminApiKey"
+_api_key_header = APIKeyHeader(
+    name="X-API-Key",
+    scheme_name=API_KEY_SCHEME,
+    description=(
+        "A regular or an admin API key. A regular key also needs the caller's identity "
+        "(`X-User-Id` and `X-App-Id`) unless it is bound to one. On admin routes this "
+        "header may hold an admin key instead of `X-Admin-API-Key`."
+    ),
+    auto_error=False,
+)
+_admin_key_header = APIKeyHeader(
+    name="X-Admin-API-Key",
+    scheme_name=ADMIN_KEY_SCHEME,
+    description="An admin API key, for the `/admin` routes (checked before `X-API-Key`).",
+    auto_error=False,
+)
+_IDENTITY_RULE = (
+    "Required with a regular API key that is not bound to one (else 400 "
+    "METADATA_REQUIRED); a bound key supplies its own, and a different value is 403 "
+    "AUTH_FORBIDDEN. Optional for admin keys: it stamps ownership on created resources "
+    "and filters lists. Without identity headers the query parameters `app_id`/`user_id` "
+    "are read instead (compatibility); when a header is sent, a query value that "
+    f"differs is 400 VALIDATION_FAILED. 1 to {MAX_IDENTITY_CHARS} characters, no control "
+    "characters."
+)
+ApiKeyHeader = Annotated[str | None, Security(_api_key_header)]
+AdminKeyHeader = Annotated[str | None, Security(_admin_key_header)]
+AppIdHeader = Annotated[
+    str | None, Header(alias="X-App-Id", description="The calling app. " + _IDENTITY_RULE)
+]
+UserIdHeader = Annotated[
+    str | None, Header(alias="X-User-Id", description="The calling user. " + _IDENTITY_RULE)
+]
+
+
 async def caller(
     request: Request,
-    x_api_key: Annotated[str | None, Header(include_in_schema=True)] = None,
+    x_api_key: ApiKeyHeader,
+    x_app_id: AppIdHeader = None,
+    x_user_id: UserIdHeader = None,
 ) -> Principal:
     """A K route's caller: a regular or admin key in ``X-API-Key``."""
-    app_id, user_id = _identity(request)
+    app_id, user_id = _identity(request, x_app_id, x_user_id)
     return await services_of(request).keys.authenticate_from(
         client_address(request),
         surface="api",
@@ -99,11 +143,13 @@ async def caller(
 
 async def admin(
     request: Request,
-    x_api_key: Annotated[str | None, Header()] = None,
-    x_admin_api_key: Annotated[str | None, Header()] = None,
+    x_admin_api_key: AdminKeyHeader,
+    x_api_key: ApiKeyHeader,
+    x_app_id: AppIdHeader = None,
+    x_user_id: UserIdHeader = None,
 ) -> Principal:
     """An A route's caller: an admin key in ``X-Admin-API-Key`` or ``X-API-Key``."""
-    app_id, user_id = _identity(request)
+    app_id, user_id = _identity(request, x_app_id, x_user_id)
     return await services_of(request).keys.authenticate_from(
         client_address(request),
         surface="admin",

@@ -8,9 +8,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from task_framework.api.examples import ERROR_ENVELOPE
 from task_framework.api.json_edge import JSONResponse
 from task_framework.errors import TaskFrameworkError
 
@@ -31,6 +32,8 @@ class ProblemDetail(BaseModel):
 
 
 class ErrorEnvelope(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [ERROR_ENVELOPE]})
+
     detail: ProblemDetail
 
 

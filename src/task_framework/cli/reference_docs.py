@@ -159,12 +159,23 @@ def _ref_name(schema: dict[str, Any] | None) -> str | None:
 
 
 def _auth(operation: dict[str, Any]) -> str:
-    headers = {p["name"].lower() for p in operation.get("parameters", []) if p["in"] == "header"}
-    if "x-admin-api-key" in headers:
+    schemes = {name for requirement in operation.get("security") or [] for name in requirement}
+    if "AdminApiKey" in schemes:
         return "A (admin key)"
-    if "x-api-key" in headers:
-        return "K (API key)"
+    if "ApiKey" in schemes:
+        signed = {} in (operation.get("security") or [])
+        return "K (API key) or a pre-signed URL" if signed else "K (API key)"
     return "P (public)"
+
+
+def _headers(operation: dict[str, Any]) -> str:
+    names = [f"`{p['name']}`" for p in operation.get("parameters", []) if p["in"] == "header"]
+    return ", ".join(names) or "—"
+
+
+def _description(operation: dict[str, Any]) -> list[str]:
+    text = (operation.get("description") or "").strip()
+    return [text, ""] if text else []
 
 
 def _body(operation: dict[str, Any]) -> str:
@@ -253,11 +264,19 @@ def render_api_reference(document: dict[str, Any] | None = None) -> str:
         "",
         _GENERATED,
         "",
-        f"{document['info']['title']} — generated from `/openapi.json`. The contract, with "
-        "every rule and error code, is API.md; the Python client wraps each route "
-        "([how-to](../how-to/python-client.md)). Auth classes: P public, K `X-API-Key` "
-        "(regular or admin), A admin key (`X-Admin-API-Key` or an admin key in "
-        "`X-API-Key`). `/files/{file_ref}` also accepts a pre-signed URL instead of a key.",
+        f"{document['info']['title']} — generated from `/openapi.json`, which a running "
+        "server also shows at `/docs` (Swagger UI) and `/redoc`, served from its own assets "
+        "(they work without internet access). The contract, with every rule and error "
+        "code, is API.md; the Python client wraps each route "
+        "([how-to](../how-to/python-client.md)).",
+        "",
+        "Auth classes: P public, K `X-API-Key` (regular or admin), A admin key "
+        "(`X-Admin-API-Key` or an admin key in `X-API-Key`); in the OpenAPI document they "
+        "are the security schemes `ApiKey` and `AdminApiKey`. `/files/{file_ref}` also "
+        "accepts a pre-signed URL instead of a key. Every K and A operation takes the "
+        "identity headers `X-User-Id` and `X-App-Id`: required with a regular key that is "
+        "not bound to an identity (400 `METADATA_REQUIRED` otherwise), optional for admin "
+        "keys; without them the query parameters `user_id`/`app_id` are read instead.",
         "",
     ]
     lines += _bounds_section()
@@ -269,9 +288,11 @@ def render_api_reference(document: dict[str, Any] | None = None) -> str:
             lines += [
                 f"## `{method.upper()} {path}`",
                 "",
-                operation.get("summary") or "",
+                f"**{operation.get('summary') or ''}**",
                 "",
+                *_description(operation),
                 f"* Auth: {_auth(operation)}",
+                f"* Headers: {_headers(operation)}",
                 f"* Query: {_query(operation)}",
                 f"* Request body: {_body(operation)}",
                 f"* Responses: {_responses(operation)}",

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from task_framework.api import examples
 from task_framework.api.deps import Admin, ServicesDep
 from task_framework.api.errors import ERROR_RESPONSES
 from task_framework.api.json_edge import JSONResponse, StrictJSONRoute
@@ -99,7 +100,9 @@ class Message(BaseModel):
     message: str
 
 
-def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
+def _body_doc(
+    model: type[BaseModel], examples: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """OpenAPI text for a body the route parses itself (nested models inlined)."""
     schema = model.model_json_schema()
     defs: dict[str, Any] = schema.pop("$defs", {})
@@ -114,12 +117,10 @@ def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
             return [inline(item) for item in node]
         return node
 
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": inline(schema)}},
-        }
-    }
+    media: dict[str, Any] = {"schema": inline(schema)}
+    if examples:
+        media["examples"] = examples
+    return {"requestBody": {"required": True, "content": {"application/json": media}}}
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
@@ -146,22 +147,38 @@ def _validated(model: type[M], data: dict[str, Any]) -> M:
         raise ValidationFailed(f"Invalid field '{where}': {error['msg']}") from None
 
 
-@router.get("/admin/credentials", response_model=CredentialList)
+@router.get("/admin/credentials", response_model=CredentialList, summary="List credentials")
 async def list_credentials(_: Admin, svc: ServicesDep) -> Response:
+    """The credentials in the vault, without their values.
+
+    Auth: A. Errors on the credential routes also carry a top-level `error` string.
+    """
     return JSONResponse({"credentials": await svc.credentials.list_all()})
 
 
-@router.get("/admin/credentials/{name}", response_model=CredentialInfo)
+@router.get("/admin/credentials/{name}", response_model=CredentialInfo, summary="Get a credential")
 async def get_credential(name: str, _: Admin, svc: ServicesDep) -> Response:
+    """One credential, without its value (`value_preview` shows its last characters).
+
+    Auth: A. Unknown: 404 CREDENTIAL_NOT_FOUND.
+    """
     return JSONResponse(await svc.credentials.get(name))
 
 
 @router.put(
     "/admin/credentials/{name}",
     response_model=CredentialInfo,
-    openapi_extra=_body_doc(CredentialUpdateRequest),
+    openapi_extra=_body_doc(CredentialUpdateRequest, examples.PUT_CREDENTIAL),
+    summary="Create or update a credential",
 )
 async def put_credential(name: str, request: Request, _: Admin, svc: ServicesDep) -> Response:
+    """Create or update a credential; its value is encrypted at rest.
+
+    Auth: A. A new credential needs `value`. On update, an omitted `value`, an empty
+    `description`, null `tags` and a null `expires_at` keep what is stored. A body that is
+    not a JSON object, or a bad field, is 400 VALIDATION_FAILED. Expired credentials
+    resolve as missing for tasks.
+    """
     body = _validated(CredentialUpdateRequest, await _json_object(request))
     change = CredentialUpdate(
         value=body.value,
@@ -172,24 +189,53 @@ async def put_credential(name: str, request: Request, _: Admin, svc: ServicesDep
     return JSONResponse(await svc.credentials.put(name, change))
 
 
-@router.delete("/admin/credentials/{name}", response_model=Message)
+@router.delete("/admin/credentials/{name}", response_model=Message, summary="Delete a credential")
 async def delete_credential(name: str, _: Admin, svc: ServicesDep) -> Response:
+    """Delete a credential.
+
+    Auth: A. Unknown: 404 CREDENTIAL_NOT_FOUND.
+    """
     return JSONResponse(await svc.credentials.delete(name))
 
 
-@router.get("/admin/credentials/{name}/reveal", response_model=CredentialValue)
+@router.get(
+    "/admin/credentials/{name}/reveal",
+    response_model=CredentialValue,
+    summary="Reveal a credential's value",
+)
 async def reveal_credential(name: str, principal: Admin, svc: ServicesDep) -> Response:
+    """A credential's value in plain text (written to the audit log).
+
+    Auth: A. Unknown: 404 CREDENTIAL_NOT_FOUND. The response is not cached.
+    """
     result = await svc.credentials.reveal(name, revealed_by=principal.display_name)
     return JSONResponse(result, headers={"Cache-Control": "no-store"})
 
 
-@router.get("/admin/credentials/{name}/usage", response_model=CredentialUsage)
+@router.get(
+    "/admin/credentials/{name}/usage",
+    response_model=CredentialUsage,
+    summary="Where a credential is used",
+)
 async def credential_usage(name: str, _: Admin, svc: ServicesDep) -> Response:
+    """The task configurations that reference a credential.
+
+    Auth: A. Unknown: 404 CREDENTIAL_NOT_FOUND.
+    """
     return JSONResponse(await svc.credentials.usage(name))
 
 
-@router.get("/admin/tasks/{task_id}/{version}/config", response_model=ConfigurationStatus)
+@router.get(
+    "/admin/tasks/{task_id}/{version}/config",
+    response_model=ConfigurationStatus,
+    summary="Get a task version's configuration",
+)
 async def get_task_config(task_id: str, version: str, _: Admin, svc: ServicesDep) -> Response:
+    """A task version's configuration: its requirements and whether each is set.
+
+    Auth: A. Direct values are shown, vault references by name only. Unknown task version:
+    404 TASK_NOT_FOUND.
+    """
     return JSONResponse(await svc.task_configs.status(task_id, version))
 
 
@@ -197,16 +243,31 @@ async def get_task_config(task_id: str, version: str, _: Admin, svc: ServicesDep
     "/admin/tasks/{task_id}/{version}/config",
     response_model=ConfigurationStatus,
     openapi_extra=_body_doc(TaskConfiguration),
+    summary="Replace a task version's configuration",
 )
 async def put_task_config(
     task_id: str, version: str, request: Request, _: Admin, svc: ServicesDep
 ) -> Response:
+    """Replace a task version's configuration (`config_values`).
+
+    Auth: A. Each value is either `{"value": ...}` or a vault reference
+    `{"vault_key": ..., "is_vault_ref": true}`; a reference to a missing credential is 400.
+    Applies to the next thread that starts, on every replica.
+    """
     body = await _json_object(request)
     if "config_values" not in body:
         raise ValidationFailed("Field 'config_values' is required")
     return JSONResponse(await svc.task_configs.put(task_id, version, body["config_values"]))
 
 
-@router.delete("/admin/tasks/{task_id}/{version}/config", response_model=Message)
+@router.delete(
+    "/admin/tasks/{task_id}/{version}/config",
+    response_model=Message,
+    summary="Delete a task version's configuration",
+)
 async def delete_task_config(task_id: str, version: str, _: Admin, svc: ServicesDep) -> Response:
+    """Delete a task version's configuration.
+
+    Auth: A. None stored: 404 NOT_FOUND.
+    """
     return JSONResponse(await svc.task_configs.delete(task_id, version))

@@ -11,13 +11,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from task_framework.api.deps import Caller, Paging, ServicesDep, caller, services_of
+from task_framework.api.deps import (
+    ApiKeyHeader,
+    AppIdHeader,
+    Caller,
+    Paging,
+    ServicesDep,
+    UserIdHeader,
+    caller,
+    services_of,
+)
 from task_framework.api.errors import ERROR_RESPONSES
 from task_framework.api.json_edge import JSONResponse, StrictJSONRoute
 from task_framework.api.multipart_names import disposition_names
@@ -93,7 +102,9 @@ class ArtifactDownloadResponse(BaseModel):
 async def file_access(
     request: Request,
     file_ref: str,
-    x_api_key: Annotated[str | None, Header()] = None,
+    x_api_key: ApiKeyHeader,
+    x_app_id: AppIdHeader = None,
+    x_user_id: UserIdHeader = None,
     signature: Annotated[str | None, Query(description="Pre-signed URL signature")] = None,
     expires: Annotated[str | None, Query(description="Pre-signed URL expiry (unix s)")] = None,
     kid: Annotated[str | None, Query(description="Pre-signed URL key id")] = None,
@@ -105,10 +116,12 @@ async def file_access(
             request.method, file_ref, expires=expires, signature=signature, kid=kid
         )
         return grant
-    return await caller(request, x_api_key)
+    return await caller(request, x_api_key, x_app_id, x_user_id)
 
 
 FileAccess = Annotated[Access, Depends(file_access)]
+_KEY_OR_SIGNED: dict[str, Any] = {"security": [{}]}
+"""OpenAPI: besides the API key (added by FastAPI), no key at all (a pre-signed URL)."""
 
 
 def _base_url(request: Request) -> str:
@@ -261,6 +274,13 @@ class _MultipartUpload:
     },
 )
 async def upload_file(request: Request, principal: Caller, svc: ServicesDep) -> Response:
+    """Upload a file as multipart form data (field `file`), streamed to storage.
+
+    Auth: K; the file is owned by the caller. Optional form fields `filename` and
+    `media_type` override the part's own. Use the returned `file_ref` in file artifacts.
+    Over the maximum upload size: 413 FILE_SIZE_EXCEEDED (nothing is kept); storage
+    failure: 503 FILE_STORAGE_ERROR.
+    """
     upload = _MultipartUpload(
         request, max_body_bytes=svc.files.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
     )
@@ -280,6 +300,11 @@ async def upload_file(request: Request, principal: Caller, svc: ServicesDep) -> 
 async def create_upload(
     body: CreateUploadRequest, request: Request, principal: Caller, svc: ServicesDep
 ) -> Response:
+    """Reserve a file ref and get a pre-signed URL to PUT its bytes to.
+
+    Auth: K; the file is owned by the caller. `headers` lists the headers the PUT must
+    send. A `size` over the maximum upload size is 413 FILE_SIZE_EXCEEDED.
+    """
     reserved = await svc.files.reserve(
         principal,
         filename=body.filename,
@@ -296,10 +321,18 @@ async def create_upload(
     tags=["files"],
     response_model=FileUploadResponse,
     summary="Upload the bytes of an issued file ref (API key or pre-signed URL)",
+    openapi_extra=_KEY_OR_SIGNED,
 )
 async def put_file(
     file_ref: str, request: Request, access: FileAccess, svc: ServicesDep
 ) -> Response:
+    """Upload the bytes of a file ref issued by `POST /uploads` (or `POST /files`).
+
+    Auth: K (owner), or none with a pre-signed PUT URL (`expires` and `signature` in the
+    query; when `signature` is present it alone decides). Refs that were not issued are 404
+    FILE_NOT_FOUND; an expired URL is 403 FILE_UPLOAD_EXPIRED, a wrong one 403
+    SIGNATURE_INVALID; more bytes than declared is 413 FILE_SIZE_EXCEEDED.
+    """
     stored = await svc.files.put(
         access, file_ref, request.stream(), content_type=request.headers.get("content-type")
     )
@@ -340,6 +373,7 @@ _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     responses=_DOWNLOAD_RESPONSES,
     operation_id="download_file",
     summary="Download a file (API key or pre-signed URL; Range supported)",
+    openapi_extra=_KEY_OR_SIGNED,
 )
 @router.head(
     "/files/{file_ref}",
@@ -348,6 +382,7 @@ _DOWNLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     responses=_DOWNLOAD_RESPONSES,
     operation_id="head_file",
     summary="A file's download headers, without the bytes",
+    openapi_extra=_KEY_OR_SIGNED,
 )
 async def download_file(
     file_ref: str,
@@ -356,6 +391,13 @@ async def download_file(
     svc: ServicesDep,
     expires_in: Annotated[int | None, Query(description="Accepted and ignored")] = None,
 ) -> Response:
+    """Download a file's bytes (`GET`), or only its headers (`HEAD`).
+
+    Auth: K (owner; admins: any), or none with a pre-signed GET URL (`expires` and
+    `signature` in the query). A single `Range: bytes=a-b` answers 206; an unsatisfiable
+    range is 416 RANGE_NOT_SATISFIABLE. Unknown or foreign files are 404 FILE_NOT_FOUND; an
+    expired URL is 403 FILE_DOWNLOAD_EXPIRED, a wrong one 403 SIGNATURE_INVALID.
+    """
     head = request.method == "HEAD"
     download = await svc.files.open(
         access, file_ref, range_header=request.headers.get("range"), body=not head
@@ -371,6 +413,10 @@ async def download_file(
 async def list_files(
     principal: Caller, svc: ServicesDep, paging: Paging, media_type: str | None = None
 ) -> Response:
+    """List your files, newest first.
+
+    Auth: K. A regular key sees its own files; an admin key sees all.
+    """
     return JSONResponse(await svc.files.list_files(principal, media_type=media_type, page=paging))
 
 
@@ -378,6 +424,11 @@ async def list_files(
     "/files/{file_ref}", tags=["files"], status_code=204, summary="Delete a file (owner)"
 )
 async def delete_file(file_ref: str, principal: Caller, svc: ServicesDep) -> Response:
+    """Delete a file's bytes and metadata.
+
+    Auth: K, owner (admins: any). Artifacts that still reference it answer 404
+    FILE_NOT_FOUND on download afterwards. Answers 204.
+    """
     await svc.files.delete(principal, file_ref)
     return Response(status_code=204)
 
@@ -395,6 +446,12 @@ async def artifact_download(
     svc: ServicesDep,
     expires_in: Annotated[int, Query(ge=1, le=MAX_PRESIGN_SECONDS)] = DEFAULT_DOWNLOAD_URL_SECONDS,
 ) -> Response:
+    """A pre-signed, expiring download URL for a file artifact.
+
+    Auth: K, owner (admins: any). The URL works without a key until it expires
+    (`expires_in` seconds, default 900). An artifact without a file is 400
+    ARTIFACT_DOWNLOAD_NOT_SUPPORTED; a missing file is 404 FILE_NOT_FOUND.
+    """
     artifact = await svc.artifacts.get(principal, artifact_id)
     file_ref = artifact.get("file_ref")
     if not file_ref:

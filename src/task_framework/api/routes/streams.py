@@ -78,8 +78,14 @@ async def thread_events(
     after: AfterQuery = None,
     last_event_id: LastEventIdHeader = None,
 ) -> Response:
-    """Replays the thread's stored events after the given id, then live ones; log lines
-    arrive as ``event: log`` with ids ``log_<seq>``. Ends after the terminal event."""
+    """Stream a thread's events as Server-Sent Events.
+
+    Auth: K, owner (admins: any thread). Replays the stored events after `Last-Event-ID`
+    (or `after`), then live ones; log lines arrive as `event: log` with ids `log_<seq>`.
+    Each `data` is the webhook payload of the event. A `: ping` comment is sent every 15 s;
+    the stream ends after the terminal event. An unknown or foreign thread is 404
+    THREAD_NOT_FOUND.
+    """
     items = await ThreadStreams(svc.db).open(principal, thread_id, after=last_event_id or after)
     return _stream(items)
 
@@ -103,6 +109,13 @@ async def thread_logs(
     after: AfterQuery = None,
     last_event_id: LastEventIdHeader = None,
 ) -> Response:
+    """A thread's stdout, stderr and logging records, oldest first.
+
+    Auth: K, owner (admins: any thread). Readable while the thread runs. By default a page
+    of log records; with `follow=true` a Server-Sent Events stream of them until the thread
+    ends. Output past the per-thread cap ends with a `[log truncated]` record. An unknown
+    or foreign thread is 404 THREAD_NOT_FOUND.
+    """
     if follow:
         items = await ThreadStreams(svc.db).open(
             principal,

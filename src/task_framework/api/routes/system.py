@@ -57,9 +57,21 @@ async def _probe(check: Any) -> str:
 
 
 @router.get(
-    "/health", tags=["system"], response_model=HealthModel, responses={503: {"model": HealthModel}}
+    "/health",
+    tags=["system"],
+    response_model=HealthModel,
+    responses={503: {"model": HealthModel, "description": "Not ready"}},
+    summary="Health of this replica",
 )
 async def health(svc: ServicesDep) -> Response:
+    """Liveness and readiness of this replica.
+
+    Public: no key needed, no tenant data. Probes the database and the file storage
+    (1 s each) and reports the scheduler, the workers and the sandbox layers in force.
+    Answers 503 with `status: "unavailable"` and a `reason` when the database or the file
+    storage is unreachable or the workers are stopped, so a load balancer can take the
+    replica out of rotation.
+    """
     now = format_ts_ms(utcnow())
     database = await _probe(svc.db.ping)
     storage = "not_configured" if svc.files is None else await _probe(svc.files.health)
@@ -90,8 +102,12 @@ async def health(svc: ServicesDep) -> Response:
     return JSONResponse(body)
 
 
-@router.get("/metrics", tags=["system"], response_class=Response)
+@router.get("/metrics", tags=["system"], response_class=Response, summary="Prometheus metrics")
 async def metrics(svc: ServicesDep) -> Response:
+    """Prometheus metrics of this replica, in the text exposition format.
+
+    Public: no key needed, no tenant data. Requests are labelled by route template.
+    """
     busy, idle = svc.runner.counts()
     svc.metrics.set_workers(busy, idle)
     payload, content_type = svc.metrics.render()
@@ -115,13 +131,23 @@ def _schemas(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @router.get(
-    "/task/metadata", tags=["system"], response_model=TaskMetadataModel, responses=ERROR_RESPONSES
+    "/task/metadata",
+    tags=["system"],
+    response_model=TaskMetadataModel,
+    responses=ERROR_RESPONSES,
+    summary="Describe a deployed task",
 )
 async def task_metadata(
     svc: ServicesDep,
     task_id: Annotated[str | None, Query()] = None,
     version: Annotated[str | None, Query()] = None,
 ) -> Response:
+    """Name, version, description and input/output schemas of a deployed task.
+
+    Public: no key needed. Without `task_id` the only deployed task is described; with
+    several tasks deployed `task_id` is required (400 TASK_ID_REQUIRED). An unknown task or
+    version is 404 TASK_NOT_FOUND. Cached by clients for 5 minutes.
+    """
     started = time.perf_counter()
     status = 200
     try:

@@ -197,6 +197,7 @@ async def _receive_upload(request: Request, path: Path, limit: int) -> _Spool:
     status_code=201,
     response_model=TaskDeploymentResponse,
     openapi_extra=_UPLOAD_BODY,
+    summary="Deploy a task package",
 )
 async def deploy_task(
     request: Request,
@@ -206,7 +207,15 @@ async def deploy_task(
         False
     ),
 ) -> Response:
-    """Deploy a task package (multipart field ``file``)."""
+    """Deploy a task package: a `.zip` in the multipart field `file`.
+
+    Auth: A. The package is validated as untrusted input, its dependencies are installed
+    into its own environment and its entry point is load-checked before it is registered.
+    A new version answers 201 (`was_new: true`); the same version with identical content
+    201 (`was_new: false`); with different content 409 TASK_ALREADY_EXISTS unless
+    `force=true`. Errors: 400 INVALID_TASK_PACKAGE, 400 TASK_DEPLOYMENT_FAILED (install or
+    load failure, with the installer's output), 413 FILE_SIZE_EXCEEDED.
+    """
     tmp_dir = svc.deployments.tmp_dir
     tmp_dir.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix="upload-", suffix=".zip", dir=tmp_dir)
@@ -223,54 +232,119 @@ async def deploy_task(
     return JSONResponse(result, status_code=201)
 
 
-@router.get("/admin/tasks", response_model=TaskListResponse)
+@router.get("/admin/tasks", response_model=TaskListResponse, summary="List deployed tasks")
 async def list_tasks(_: Admin, svc: ServicesDep) -> Response:
+    """The deployed tasks, each with its versions (newest first).
+
+    Auth: A.
+    """
     return JSONResponse(await svc.deployments.list_tasks())
 
 
 # Declared before /admin/tasks/{task_id}... (API.md §2 path precedence).
-@router.get("/admin/tasks/deployments/history", response_model=list[DeploymentRecord])
+@router.get(
+    "/admin/tasks/deployments/history",
+    response_model=list[DeploymentRecord],
+    summary="Deployment history",
+)
 async def deployment_history(_: Admin, svc: ServicesDep) -> Response:
+    """Every deployment attempt, newest first, failed ones included.
+
+    Auth: A.
+    """
     return JSONResponse(await svc.deployments.history())
 
 
-@router.get("/admin/tasks/{task_id}", response_model=TaskSummary)
+@router.get("/admin/tasks/{task_id}", response_model=TaskSummary, summary="Get a task")
 async def get_task(task_id: str, _: Admin, svc: ServicesDep) -> Response:
+    """One deployed task and its versions.
+
+    Auth: A. Unknown: 404 TASK_NOT_FOUND.
+    """
     return JSONResponse(await svc.deployments.get_task(task_id))
 
 
-@router.delete("/admin/tasks/{task_id}", response_model=TaskUndeployResponse)
+@router.delete(
+    "/admin/tasks/{task_id}", response_model=TaskUndeployResponse, summary="Undeploy a task"
+)
 async def undeploy_task(
     task_id: str, _: Admin, svc: ServicesDep, stop_running: StopRunning = False
 ) -> Response:
+    """Undeploy every version of a task.
+
+    Auth: A. Threads, artifacts, schedules and configuration are kept; queued threads of
+    the task fail with TASK_UNAVAILABLE, running ones finish unless `stop_running=true`.
+    Unknown: 404 TASK_NOT_FOUND.
+    """
     return JSONResponse(await svc.deployments.undeploy(task_id, stop_running=stop_running))
 
 
-@router.get("/admin/tasks/{task_id}/download", response_class=Response)
+@router.get(
+    "/admin/tasks/{task_id}/download",
+    response_class=Response,
+    summary="Download the latest package",
+)
 async def download_latest(task_id: str, _: Admin, svc: ServicesDep) -> Response:
+    """Download the stored package of a task's latest version (`application/zip`).
+
+    Auth: A. Unknown: 404 TASK_NOT_FOUND.
+    """
     return _zip_response(*await svc.deployments.package(task_id, None))
 
 
-@router.get("/admin/tasks/{task_id}/versions", response_model=list[TaskVersionInfo])
+@router.get(
+    "/admin/tasks/{task_id}/versions",
+    response_model=list[TaskVersionInfo],
+    summary="List a task's versions",
+)
 async def list_versions(task_id: str, _: Admin, svc: ServicesDep) -> Response:
+    """The deployed versions of a task, newest first.
+
+    Auth: A. Unknown: 404 TASK_NOT_FOUND.
+    """
     return JSONResponse(await svc.deployments.versions(task_id))
 
 
-@router.get("/admin/tasks/{task_id}/versions/{version}", response_model=TaskVersionInfo)
+@router.get(
+    "/admin/tasks/{task_id}/versions/{version}",
+    response_model=TaskVersionInfo,
+    summary="Get a task version",
+)
 async def get_version(task_id: str, version: str, _: Admin, svc: ServicesDep) -> Response:
+    """One deployed task version, with its schemas and requirements.
+
+    Auth: A. Unknown task or version: 404 TASK_NOT_FOUND.
+    """
     return JSONResponse(await svc.deployments.version(task_id, version))
 
 
-@router.delete("/admin/tasks/{task_id}/versions/{version}", response_model=TaskUndeployResponse)
+@router.delete(
+    "/admin/tasks/{task_id}/versions/{version}",
+    response_model=TaskUndeployResponse,
+    summary="Undeploy a task version",
+)
 async def undeploy_version(
     task_id: str, version: str, _: Admin, svc: ServicesDep, stop_running: StopRunning = False
 ) -> Response:
+    """Undeploy one version of a task.
+
+    Auth: A. As for undeploying a task, for this version only. Unknown task or version:
+    404 TASK_NOT_FOUND.
+    """
     result = await svc.deployments.undeploy(task_id, version, stop_running=stop_running)
     return JSONResponse(result)
 
 
-@router.get("/admin/tasks/{task_id}/versions/{version}/download", response_class=Response)
+@router.get(
+    "/admin/tasks/{task_id}/versions/{version}/download",
+    response_class=Response,
+    summary="Download a version's package",
+)
 async def download_version(task_id: str, version: str, _: Admin, svc: ServicesDep) -> Response:
+    """Download the stored package of one task version (`application/zip`).
+
+    Auth: A. Unknown task or version: 404 TASK_NOT_FOUND.
+    """
     return _zip_response(*await svc.deployments.package(task_id, version))
 
 

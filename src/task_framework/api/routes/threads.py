@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 
+from task_framework.api import examples
 from task_framework.api.deps import Caller, Paging, ServicesDep, services_of
 from task_framework.api.errors import ERROR_RESPONSES
 from task_framework.api.json_edge import JSONResponse, StrictJSONRoute
@@ -27,6 +28,7 @@ router = APIRouter(route_class=StrictJSONRoute, responses=ERROR_RESPONSES)
 
 TaskIdQuery = Annotated[str | None, Query(description="Task to run (required with several tasks)")]
 VersionQuery = Annotated[str | None, Query(description="Task version (default: latest)")]
+_queued = examples.THREAD_RESPONSES[202]
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -67,13 +69,34 @@ _CREATE_PARAMETERS = [
     status_code=201,
     response_model=ThreadModel,
     responses={
-        202: {"model": ThreadModel, "description": "Queued (async)"},
+        **examples.THREAD_RESPONSES,
+        202: {"model": ThreadModel, "description": "Queued (async)", **_queued},
         200: {"model": ThreadModel, "description": "Idempotent replay"},
     },
     summary="Create a thread (run a task)",
     openapi_extra={"parameters": _CREATE_PARAMETERS},
 )
-async def create_thread(body: ThreadCreateRequest, principal: Caller, request: Request) -> Response:
+async def create_thread(
+    body: Annotated[ThreadCreateRequest, Body(openapi_examples=examples.CREATE_THREAD)],
+    principal: Caller,
+    request: Request,
+) -> Response:
+    """Run a task: create a thread with its input artifacts.
+
+    Auth: K. A regular key needs `X-User-Id` and `X-App-Id` (unless bound); the thread is
+    owned by that identity. With several tasks deployed, `task_id` selects one.
+
+    * `mode: "sync"` waits for the thread to finish and answers **201** with it (a failed
+      or timed-out thread is still a 201, with `error` set).
+    * `mode: "async"` answers **202** with the queued thread at once.
+    * A repeated `Idempotency-Key` (or body `idempotency_key`) answers **200** with the
+      thread created the first time; nothing runs again.
+
+    Notable errors: 422 body schema (e.g. empty `inputs`); 400 TASK_ID_REQUIRED,
+    ARTIFACT_REF_CONFLICT, VALIDATION_FAILED (an input does not match the task's input
+    schemas, or references a foreign artifact or file), WEBHOOK_INVALID_URL; 404
+    TASK_NOT_FOUND; 503 SERVICE_UNAVAILABLE when no task is deployed.
+    """
     query = request.query_params
     idempotency_key = request.headers.get("idempotency-key")
     if idempotency_key is not None and len(idempotency_key) > _IDEMPOTENCY_KEY_MAX:
@@ -114,6 +137,13 @@ async def list_threads(
     started_after: datetime | None = None,
     finished_before: datetime | None = None,
 ) -> Response:
+    """List threads, newest first, with filters and pagination.
+
+    Auth: K. A regular key sees only its own threads (`user_id`/`app_id` are forced to the
+    caller); an admin key sees all and may filter by `user_id`/`app_id`. `name` matches
+    exactly, or by prefix when it ends with `*`. Unparsable dates are 422;
+    `created_after` later than `created_before` is 400 VALIDATION_FAILED.
+    """
     filters = ThreadFilters(
         state=state,
         name=name,
@@ -148,6 +178,12 @@ async def thread_artifacts(
     direction: Literal["input", "output", "both"] = "both",
     include_archived: bool = False,
 ) -> Response:
+    """A thread's input and output artifacts, oldest first.
+
+    Auth: K, owner (admins: any thread). `direction` is the artifact's role in this thread;
+    referenced inputs from other threads are included. An unknown or foreign thread is 404
+    THREAD_NOT_FOUND.
+    """
     filters = ArtifactFilters(
         ref=ref,
         kind=kind,
@@ -159,9 +195,18 @@ async def thread_artifacts(
 
 
 @router.get(
-    "/threads/{thread_id}", tags=["threads"], response_model=ThreadModel, summary="Get a thread"
+    "/threads/{thread_id}",
+    tags=["threads"],
+    response_model=ThreadModel,
+    responses=examples.THREAD_RESPONSE,
+    summary="Get a thread",
 )
 async def get_thread(thread_id: str, principal: Caller, svc: ServicesDep) -> Response:
+    """A thread with its inputs, outputs, error and problems.
+
+    Auth: K, owner (admins: any thread). `error.stack_trace` is shown to admin keys only.
+    An unknown or foreign thread is 404 THREAD_NOT_FOUND.
+    """
     return JSONResponse(await svc.threads.get(principal, thread_id))
 
 
@@ -169,6 +214,12 @@ async def get_thread(thread_id: str, principal: Caller, svc: ServicesDep) -> Res
     "/threads/{thread_id}", tags=["threads"], status_code=204, summary="Delete a terminal thread"
 )
 async def delete_thread(thread_id: str, principal: Caller, svc: ServicesDep) -> Response:
+    """Delete a finished thread, its artifacts, events, logs and unreferenced files.
+
+    Auth: K, owner (admins: any thread). Only terminal threads (`succeeded`, `failed`,
+    `stopped`, `timeout`, `expired`) can be deleted, else 400 THREAD_INVALID_STATE; an input
+    still referenced by another thread is kept. Answers 204.
+    """
     refs = await svc.threads.delete(principal, thread_id)
     await svc.delete_files(refs)
     return Response(status_code=204)
@@ -182,6 +233,13 @@ async def delete_thread(thread_id: str, principal: Caller, svc: ServicesDep) -> 
     summary="Stop a queued or running thread",
 )
 async def stop_thread(thread_id: str, principal: Caller, svc: ServicesDep) -> Response:
+    """Stop a queued or running thread.
+
+    Auth: K, owner (admins: any thread). A queued thread never runs; a running one sees
+    `context.is_cancelled()` at once and its process is terminated after the stop grace
+    period. Answers 202 with the `stopped` thread; other states are 400
+    THREAD_INVALID_STATE.
+    """
     return JSONResponse(await svc.threads.stop(principal, thread_id), status_code=202)
 
 
@@ -190,7 +248,10 @@ async def stop_thread(thread_id: str, principal: Caller, svc: ServicesDep) -> Re
     tags=["threads"],
     status_code=201,
     response_model=ThreadModel,
-    responses={202: {"model": ThreadModel, "description": "Queued (async)"}},
+    responses={
+        **examples.THREAD_RESPONSES,
+        202: {"model": ThreadModel, "description": "Queued (async)", **_queued},
+    },
     summary="Re-run a failed, stopped or timed-out thread as a new thread",
 )
 async def retry_thread(
@@ -201,6 +262,14 @@ async def retry_thread(
     task_id: TaskIdQuery = None,
     version: VersionQuery = None,
 ) -> Response:
+    """Run a failed, stopped, timed-out or expired thread again, as a new thread.
+
+    Auth: K, owner (admins: any thread). The new thread copies params, metadata, owner,
+    timeout and ad-hoc webhooks, gets fresh copies of the inputs and `attempt` + 1; the
+    original is unchanged. The body is optional (`mode` defaults to `sync`: 201 with the
+    finished thread; `async`: 202). Other states are 400 THREAD_INVALID_STATE; a task no
+    longer deployed is 404 TASK_NOT_FOUND.
+    """
     thread, status = await svc.threads.retry(
         principal, thread_id, body or ThreadRetryRequest(), task_id=task_id, version=version
     )
@@ -228,6 +297,12 @@ async def list_artifacts(
     direction: Literal["input", "output"] | None = None,
     include_archived: bool = False,
 ) -> Response:
+    """List artifacts across threads, newest first.
+
+    Auth: K. A regular key sees only the artifacts of its own threads (app and user); an
+    admin key sees all and may filter by `app_id`/`user_id`. Archived artifacts are left out
+    unless `include_archived=true`. Items carry `task_id`/`task_version` of their thread.
+    """
     filters = ArtifactFilters(
         ref=ref,
         kind=kind,
@@ -247,9 +322,15 @@ async def list_artifacts(
     "/artifacts/{artifact_id}",
     tags=["artifacts"],
     response_model=Artifact,
+    responses=examples.ARTIFACT_RESPONSE,
     summary="Get an artifact",
 )
 async def get_artifact(artifact_id: str, principal: Caller, svc: ServicesDep) -> Response:
+    """One artifact.
+
+    Auth: K, owner (admins: any). An unknown or foreign artifact is 404
+    ARTIFACT_NOT_FOUND.
+    """
     return JSONResponse(await svc.artifacts.get(principal, artifact_id))
 
 
@@ -257,6 +338,11 @@ async def get_artifact(artifact_id: str, principal: Caller, svc: ServicesDep) ->
     "/artifacts/{artifact_id}", tags=["artifacts"], status_code=204, summary="Delete an artifact"
 )
 async def delete_artifact(artifact_id: str, principal: Caller, svc: ServicesDep) -> Response:
+    """Delete an artifact, and its file when nothing else references it.
+
+    Auth: K, owner (admins: any). Answers 204; an unknown or foreign artifact is 404
+    ARTIFACT_NOT_FOUND.
+    """
     refs = await svc.artifacts.delete(principal, artifact_id)
     svc.metrics.record_artifacts_deleted()
     await svc.delete_files(refs)
@@ -270,6 +356,11 @@ async def delete_artifact(artifact_id: str, principal: Caller, svc: ServicesDep)
     summary="Archive an artifact",
 )
 async def archive_artifact(artifact_id: str, principal: Caller, svc: ServicesDep) -> Response:
+    """Archive an artifact (idempotent): it leaves default listings but stays readable.
+
+    Auth: K, owner (admins: any). Answers 200 with the artifact (`archived: true`); an
+    unknown or foreign artifact is 404 ARTIFACT_NOT_FOUND.
+    """
     artifact, changed = await svc.artifacts.archive(principal, artifact_id)
     if changed:
         svc.metrics.record_artifacts_archived()

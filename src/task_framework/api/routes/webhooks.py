@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Response
 
+from task_framework.api import examples
 from task_framework.api.deps import Caller, Paging, ServicesDep
 from task_framework.api.errors import ERROR_RESPONSES
 from task_framework.api.json_edge import JSONResponse, StrictJSONRoute
@@ -28,8 +29,17 @@ router = APIRouter(
 
 @router.post("", status_code=201, response_model=WebhookModel, summary="Create a webhook")
 async def create_webhook(
-    body: WebhookCreateRequest, principal: Caller, svc: ServicesDep
+    body: Annotated[WebhookCreateRequest, Body(openapi_examples=examples.CREATE_WEBHOOK)],
+    principal: Caller,
+    svc: ServicesDep,
 ) -> Response:
+    """Register a webhook: signed POSTs of matching events to `url`.
+
+    Auth: K; the webhook is owned by the caller and, for a regular key, receives only that
+    caller's events. The signing `secret` is generated and returned only here (and by
+    `:regenerate-secret`). Callback URLs to private, loopback or metadata addresses are
+    400 WEBHOOK_INVALID_URL unless allowed by configuration.
+    """
     return JSONResponse(await svc.webhooks.create(principal, body), status_code=201)
 
 
@@ -43,6 +53,10 @@ async def list_webhooks(
     task_version: str | None = None,
     source: WebhookSource | None = None,
 ) -> Response:
+    """List webhooks, newest first (`secret` is always null here).
+
+    Auth: K. A regular key sees its own webhooks; an admin key sees all.
+    """
     filters = WebhookFilters(
         is_enabled=is_enabled, task_id=task_id, task_version=task_version, source=source
     )
@@ -51,6 +65,10 @@ async def list_webhooks(
 
 @router.get("/{webhook_id}", response_model=WebhookModel, summary="Get a webhook")
 async def get_webhook(webhook_id: str, principal: Caller, svc: ServicesDep) -> Response:
+    """One webhook (`secret` is null).
+
+    Auth: K, owner (admins: any). Unknown or foreign: 404 WEBHOOK_NOT_FOUND.
+    """
     return JSONResponse(await svc.webhooks.get(principal, webhook_id))
 
 
@@ -61,11 +79,21 @@ async def update_webhook(
     svc: ServicesDep,
     body: Annotated[WebhookUpdateRequest, Body()],
 ) -> Response:
+    """Change a webhook: non-null fields replace the stored values.
+
+    Auth: K, owner (admins: any). The URL is checked again (400 WEBHOOK_INVALID_URL).
+    `enabled: true` re-enables a disabled webhook; `api_key: ""` clears the key. Unknown
+    or foreign: 404 WEBHOOK_NOT_FOUND.
+    """
     return JSONResponse(await svc.webhooks.update(principal, webhook_id, body))
 
 
 @router.delete("/{webhook_id}", status_code=204, summary="Delete a webhook and its deliveries")
 async def delete_webhook(webhook_id: str, principal: Caller, svc: ServicesDep) -> Response:
+    """Delete a webhook, its pending attempts and its delivery history.
+
+    Auth: K, owner (admins: any). Answers 204; unknown or foreign: 404 WEBHOOK_NOT_FOUND.
+    """
     await svc.webhooks.delete(principal, webhook_id)
     return Response(status_code=204)
 
@@ -76,6 +104,11 @@ async def delete_webhook(webhook_id: str, principal: Caller, svc: ServicesDep) -
     summary="Replace the signing secret (returned once)",
 )
 async def regenerate_secret(webhook_id: str, principal: Caller, svc: ServicesDep) -> Response:
+    """Replace a webhook's signing secret; the new `secret` is returned once.
+
+    Auth: K, owner (admins: any). Attempts made from now on are signed with it. Unknown
+    or foreign: 404 WEBHOOK_NOT_FOUND.
+    """
     return JSONResponse(await svc.webhooks.regenerate_secret(principal, webhook_id))
 
 
@@ -93,6 +126,11 @@ async def list_deliveries(
     thread_id: str | None = None,
     event_type: str | None = None,
 ) -> Response:
+    """A webhook's delivery attempts, newest first.
+
+    Auth: K, owner (admins: any). Filter by `status`, `thread_id` or `event_type`. Unknown
+    or foreign webhook: 404 WEBHOOK_NOT_FOUND.
+    """
     filters = DeliveryFilters(status=status, thread_id=thread_id, event_type=event_type)
     return JSONResponse(await svc.webhooks.list_deliveries(principal, webhook_id, filters, paging))
 
@@ -105,6 +143,10 @@ async def list_deliveries(
 async def get_delivery(
     webhook_id: str, delivery_id: str, principal: Caller, svc: ServicesDep
 ) -> Response:
+    """One delivery attempt, with the exact payload sent and the receiver's answer.
+
+    Auth: K, owner (admins: any). 404 WEBHOOK_NOT_FOUND or DELIVERY_NOT_FOUND.
+    """
     return JSONResponse(await svc.webhooks.get_delivery(principal, webhook_id, delivery_id))
 
 
@@ -117,5 +159,11 @@ async def get_delivery(
 async def redeliver(
     webhook_id: str, delivery_id: str, principal: Caller, svc: ServicesDep
 ) -> Response:
+    """Queue a new attempt of a delivery's event (same event id, new signature).
+
+    Auth: K, owner (admins: any). Answers 202 with the new `pending` delivery; it is not
+    retried automatically. A disabled webhook is 400 VALIDATION_FAILED; 404
+    WEBHOOK_NOT_FOUND or DELIVERY_NOT_FOUND.
+    """
     result = await svc.webhooks.redeliver(principal, webhook_id, delivery_id)
     return JSONResponse(result, status_code=202)
