@@ -111,14 +111,22 @@ class Page:
         self.env = _environment(port)
         self.state = root / "state.sh"
         self.state.write_text(f"cd {_quote(clone)}\n")
+        names = subprocess.run(
+            ["bash", "-c", "compgen -v"], env={}, capture_output=True, text=True, check=True
+        ).stdout.split()
+        self.baseline = " ".join([*names, "_v", "PWD", "OLDPWD", "SHLVL", "_"])
         self.background: list[tuple[subprocess.Popen[bytes], Path]] = []
         self.count = 0
 
     def _script(self, block: Block, command: str, *, keep_state: bool) -> Path:
         self.count += 1
         script = self.root / f"block{self.count}.sh"
+        # Like one terminal session: exported and plain variables the blocks set, and
+        # the folder, carry over (bash's own variables are left out).
         save = (
-            f'\n{{ export -p; printf "cd %q\\n" "$PWD"; }} > {_quote(self.state)}\n'
+            f"\n{{ export -p; for _v in $(compgen -v); do case ' {self.baseline} ' in"
+            f' *" $_v "*) ;; *) declare -p "$_v" 2>/dev/null || true;; esac; done;'
+            f' printf "cd %q\\n" "$PWD"; }} > {_quote(self.state)}\n'
             if keep_state
             else "\n"
         )
