@@ -263,3 +263,17 @@ def test_every_runnable_tag_is_run_or_explained() -> None:
         for block in blocks:
             if block.action == "show":
                 assert block.tag not in {"bash", "sh", "shell", "console", "python"}, block.where
+
+
+def test_wordcount_example_is_the_guides_task() -> None:
+    """examples/wordcount holds exactly the files docs/how-to/write-a-task.md creates."""
+    guide = Path("docs/how-to/write-a-task.md")
+    written = {
+        Path(b.argument).name: b.text
+        for b in parse(guide, (REPO_ROOT / guide).read_text())
+        if b.action == "file" and b.argument.startswith("wordcount/")
+    }
+    example = REPO_ROOT / "examples" / "wordcount"
+    assert sorted(written) == sorted(p.name for p in example.iterdir() if p.is_file())
+    for name, text in written.items():
+        assert (example / name).read_text() == text, name
