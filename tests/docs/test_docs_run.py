@@ -109,6 +109,11 @@ class Page:
         self.root = root
         self.port = port
         self.env = _environment(port)
+        # `uv tool install` puts commands in a folder on the reader's PATH: here, one of
+        # the page's own.
+        self.env["UV_TOOL_DIR"] = str(root / "uv-tools")
+        self.env["UV_TOOL_BIN_DIR"] = str(root / "bin")
+        self.env["PATH"] = os.pathsep.join([str(root / "bin"), self.env["PATH"]])
         self.state = root / "state.sh"
         self.state.write_text(f"cd {_quote(clone)}\n")
         names = subprocess.run(
@@ -186,7 +191,7 @@ class Page:
             )
 
     def _start(self, block: Block) -> None:
-        script = self._script(block, "exec " + self._text(block).strip(), keep_state=False)
+        script = self._script(block, self._text(block), keep_state=False)
         log = self.root / f"background{self.count}.log"
         with log.open("wb") as handle:
             process = subprocess.Popen(
