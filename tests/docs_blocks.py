@@ -29,7 +29,7 @@ PYTHON_TAGS = frozenset({"python"})
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
 _MARKER = re.compile(r"^\s*<!--\s*docs-test:\s*(?P<body>.*?)\s*-->\s*$")
-_ANY_MARKER = re.compile(r"<!--\s*docs-test")
+_ANY_MARKER = re.compile(r"^\s*<!--\s*docs-test")
 
 
 class MarkerError(ValueError):
