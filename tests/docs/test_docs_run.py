@@ -26,10 +26,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -247,11 +249,28 @@ def page_session(tmp_path: Path) -> Iterator[Page]:
     page.stop()
 
 
+def _failed_threads(root: Path, *, servers: int) -> list[str]:
+    """Threads that did not succeed, in every SQLite database the page's servers wrote.
+    A sync ``curl`` gets 201 for a failed thread too, so its exit status cannot say."""
+    found = []
+    databases = list(root.rglob("task_framework.db"))
+    assert len(databases) >= servers, f"no database found under {root}"
+    for database in databases:
+        with closing(sqlite3.connect(database)) as connection:
+            rows = connection.execute(
+                "SELECT id, state, error FROM threads WHERE state IN ('failed', 'timeout')"
+            ).fetchall()
+        found += [f"{database}: {row}" for row in rows]
+    return found
+
+
 @pytest.mark.timeout(PAGE_TIMEOUT_SECONDS)
 @pytest.mark.parametrize("page", _runnable_pages(), ids=str)
-def test_page_runs_as_written(page: Path, page_session: Page) -> None:
+def test_page_runs_as_written(page: Path, page_session: Page, tmp_path: Path) -> None:
     for block in parse(page, (REPO_ROOT / page).read_text()):
         page_session.run(block)
+    page_session.stop()
+    assert _failed_threads(tmp_path, servers=len(page_session.background)) == []
 
 
 def test_skips_are_explained_and_few() -> None:
