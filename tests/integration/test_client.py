@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from conftest import REPO_ROOT, Server, ServerFactory
+from conftest import Server, ServerFactory
 from loopback import serve_loopback
 from task_framework.client import ApiError, AsyncClient, Client, ServerUnreachable
 from task_framework.client.models import Thread
-
-DOC_WITH_EXAMPLES = REPO_ROOT / "docs" / "how-to" / "python-client.md"
 
 
 def async_client(server: Server, **identity: Any) -> AsyncClient:
@@ -164,9 +161,9 @@ async def test_async_client_admin_resources(make_server: ServerFactory) -> None:
         assert blocked.value.code == "WEBHOOK_INVALID_URL"
 
 
-async def test_sync_client_and_documented_examples(
-    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+async def test_sync_client(make_server: ServerFactory) -> None:
+    """The blocking client over loopback. The how-to's examples run as scripts in
+    tests/docs."""
     server = await make_server()
     async with serve_loopback(server.app) as base:
 
@@ -180,24 +177,3 @@ async def test_sync_client_and_documented_examples(
 
         final = await asyncio.to_thread(blocking)
         assert final.succeeded
-
-        # Every python block of the client how-to runs against this server.
-        monkeypatch.setenv("TASK_FRAMEWORK_URL", base)
-        monkeypatch.setenv("TASK_FRAMEWORK_API_KEY", server.user_key)
-        monkeypatch.setenv("TASK_FRAMEWORK_APP_ID", "app1")
-        monkeypatch.setenv("TASK_FRAMEWORK_USER_ID", "user1")
-        monkeypatch.chdir(tmp_path)
-        blocks = re.findall(r"```python\n(.*?)```", DOC_WITH_EXAMPLES.read_text(), re.S)
-        assert blocks, f"no python examples in {DOC_WITH_EXAMPLES}"
-        for block in blocks:
-            namespace: dict[str, Any] = {}
-            if "await " in block:
-                code = "async def __example():\n" + "".join(
-                    f"    {line}\n" for line in block.splitlines()
-                )
-                exec(compile(code, str(DOC_WITH_EXAMPLES), "exec"), namespace)
-                await namespace["__example"]()
-            else:
-                await asyncio.to_thread(
-                    exec, compile(block, str(DOC_WITH_EXAMPLES), "exec"), namespace
-                )
