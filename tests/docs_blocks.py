@@ -1,9 +1,9 @@
 """Fenced code blocks of the Markdown docs, and what the docs test does with each.
 
 A block's fence tag decides its kind: ``bash``, ``sh``, ``shell`` and ``console`` blocks
-are commands, ``python`` blocks are scripts, every other tag (``json``, ``text``, none,
-...) is not run. An HTML comment on the last non-blank line before the fence changes
-that, visibly, for one block:
+are commands (written without prompts or output), ``python`` blocks are scripts, every
+other tag (``json``, ``text``, ``ini``, none, ...) is not run. An HTML comment on the
+last non-blank line before the fence changes that, visibly, for one block:
 
 ``<!-- docs-test: skip (why) -->``
     Not run. The reason is required.

@@ -275,11 +275,22 @@ def test_page_runs_as_written(page: Path, page_session: Page, tmp_path: Path) ->
 
 def test_skips_are_explained_and_few() -> None:
     """Markers parse (a skip without a reason is an error) and skips stay rare."""
-    skipped = [b for blocks in _all_blocks().values() for b in blocks if b.action == "skip"]
+    skipped = _skipped_blocks()
     assert all(b.argument for b in skipped)
     assert len(skipped) <= MAX_SKIPPED_BLOCKS, "\n".join(
         f"{b.where}: {b.argument}" for b in skipped
     )
+
+
+def _skipped_blocks() -> list[Block]:
+    return [b for blocks in _all_blocks().values() for b in blocks if b.action == "skip"]
+
+
+@pytest.mark.parametrize("block", _skipped_blocks(), ids=lambda b: b.where)
+def test_skipped_block(block: Block) -> None:
+    """One skipped test per block not run, so that the run's summary lists each with its
+    reason."""
+    pytest.skip(f"{block.where}: {block.argument}")
 
 
 def test_one_server_per_page() -> None:
