@@ -24,6 +24,7 @@ provide, must be changed or visibly skipped with a reason.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -51,6 +52,9 @@ MAX_SKIPPED_BLOCKS = 12
 
 _PORT_SPELLINGS = ("127.0.0.1:3000", "localhost:3000")
 _OUTPUT_TAIL_CHARS = 4000
+_NOT_INHERITED = frozenset(
+    {"VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "API_KEYS", "ADMIN_API_KEYS", "PORT", "PYTHONPATH"}
+)
 
 
 def _all_blocks() -> dict[Path, list[Block]]:
@@ -94,8 +98,7 @@ def _environment(port: int) -> dict[str, str]:
     env = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith("TASK_FRAMEWORK_")
-        and name not in {"VIRTUAL_ENV", "API_KEYS", "ADMIN_API_KEYS", "PORT", "PYTHONPATH"}
+        if not name.startswith("TASK_FRAMEWORK_") and name not in _NOT_INHERITED
     }
     env["PATH"] = os.pathsep.join(path)
     env["TASK_FRAMEWORK_PORT"] = str(port)
@@ -236,7 +239,7 @@ class Page:
 
 
 def _quote(path: Path | str) -> str:
-    return "'" + str(path).replace("'", "'\\''") + "'"
+    return shlex.quote(str(path))
 
 
 @pytest.fixture
