@@ -13,6 +13,11 @@ its blocks in page order (markers and kinds: ``docs_blocks``):
   page ends; the next block runs once the page's port answers ``/health``.
 * ``uv tool install`` puts commands in a folder of the page's own, first on its PATH
   (the reader's ``~/.local/bin``); this test run's virtual environment is not on it.
+* After the page, no thread in the databases its servers wrote may have failed or timed
+  out (a sync ``curl`` exits 0 on a failed thread).
+
+Blocks run for real, as root in CI: a block that writes outside the page's folders
+(``/var/lib/...``, ``/etc/...``, a system service) must be skipped, with that reason.
 
 One substitution keeps pages from clashing with other servers on the machine: the
 page's port 3000 (``127.0.0.1:3000``, ``localhost:3000``, and ``serve`` without
