@@ -148,6 +148,12 @@ def main() -> None:
             "| measure | tracing off | tracing on | difference |",
             "|---|---|---|---|",
             *rows,
+            "",
+            "The cost with tracing on is the OpenTelemetry SDK's: creating the spans, and "
+            "encoding and sending them from a background thread of the server process (it "
+            "shares the GIL, which shows most in p99). With tracing off each thread passes "
+            "through a few no-op span blocks of under 1 µs each and imports nothing from "
+            "the SDK.",
         ]
     )
     print(body)

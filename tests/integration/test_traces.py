@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 
 from conftest import Server, ServerFactory
 from otlp_receiver import OtlpReceiver, ReceivedSpan
@@ -277,3 +279,54 @@ def test_tracing_off_imports_no_opentelemetry_sdk(tmp_path: Path) -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_serve_without_the_extra_says_what_to_install(tmp_path: Path) -> None:
+    """The real CLI, in a process where the SDK cannot be imported."""
+    script = (
+        "import sys\n"
+        "sys.modules['opentelemetry.sdk.trace'] = None\n"
+        "from task_framework.cli.main import main\n"
+        f"sys.argv = ['task-framework', 'serve', '--port', '0', '--data-dir', {str(tmp_path)!r}]\n"
+        "main()\n"
+    )
+    env = {**os.environ, "TASK_FRAMEWORK_OTEL_ENABLED": "true"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'task-framework-py[otel]'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_a_thread_claimed_by_another_replica_stays_in_its_trace(
+    make_server: ServerFactory, database_url: str, traced_task: Path, otlp: OtlpReceiver
+) -> None:
+    """The trace context survives the queue: the replica that serves the request runs no
+    threads; another one (sharing the database) claims and runs it."""
+    key = Fernet.generate_key().decode()
+    shared = {"database_url": database_url, "encryption_key": key, "otel_enabled": True}
+    api = await make_server(dev_tasks=[traced_task], run_worker=False, **shared)
+    worker = await make_server(dev_tasks=[traced_task], **shared)
+    incoming, incoming_trace, _ = _traceparent()
+    queued = await api.client.post(
+        "/threads",
+        json={"mode": "async", **INPUTS},
+        headers={**api.user(), "traceparent": incoming},
+    )
+    assert queued.status_code == 202, queued.text
+    thread = await _settle(api, queued.json()["id"])
+    assert thread["state"] == "succeeded"
+    for server in (api, worker):
+        await asyncio.to_thread(server.services.tracing.shutdown)
+    spans = [
+        s
+        for s in await asyncio.to_thread(otlp.wait_for, HOPS - {"webhook.deliver"})
+        if s.trace_id == incoming_trace
+    ]
+    create, run = _one(spans, "thread.create"), _one(spans, "thread.run")
+    assert run.parent_span_id == create.span_id
+    assert run.attributes["task_framework.replica_id"] == worker.services.executor.replica_id
+    assert _one(spans, "thread.queued").parent_span_id == create.span_id
+    (output,) = [a for a in thread["outputs"] if a["ref"] == "trace"]
+    assert output["value"]["traceparent"].split("-")[1] == incoming_trace
