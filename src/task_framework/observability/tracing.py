@@ -115,7 +115,9 @@ class Tracing:
 
     def framework_config(self) -> TelemetryConfig:
         """``FastAPI(telemetry=...)``: its request spans, through this tracer or not at all."""
-        return {"tracing": False, "metrics": False, "logs": False}
+        # auto_configure off too: FASTAPI_OTEL_AUTO_CONFIGURE must not turn it on behind
+        # TASK_FRAMEWORK_OTEL_ENABLED's back.
+        return {"tracing": False, "metrics": False, "logs": False, "auto_configure": False}
 
     def shutdown(self) -> None:
         """Export what is still buffered and stop."""
