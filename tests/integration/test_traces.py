@@ -330,3 +330,58 @@ async def test_a_thread_claimed_by_another_replica_stays_in_its_trace(
     assert _one(spans, "thread.queued").parent_span_id == create.span_id
     (output,) = [a for a in thread["outputs"] if a["ref"] == "trace"]
     assert output["value"]["traceparent"].split("-")[1] == incoming_trace
+
+
+EXPORTING_TASK = """
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+
+def run(context):
+    provider = TracerProvider()
+    exporter = OTLPSpanExporter(endpoint=context.params["otlp_endpoint"])
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("exporting-task")
+    with tracer.start_as_current_span("task.step", context=context.otel_context()):
+        with tracer.start_as_current_span("task.inner"):
+            pass
+    provider.shutdown()
+"""
+
+
+async def test_task_spans_join_the_thread_trace(
+    make_server: ServerFactory, tmp_path: Path, otlp: OtlpReceiver
+) -> None:
+    """A task with OpenTelemetry in its own environment (and the default outbound
+    network) exports child spans of its thread's worker span."""
+    folder = tmp_path / "exporting"
+    folder.mkdir()
+    (folder / "task.py").write_text(EXPORTING_TASK)
+    (folder / "requirements.txt").write_text(
+        "opentelemetry-sdk>=1.27\nopentelemetry-exporter-otlp-proto-http>=1.27\n"
+    )
+    (folder / "task_metadata.json").write_text(
+        json.dumps(
+            {
+                "name": "exporting",
+                "version": "1.0.0",
+                "entry_point": "task:run",
+                "network": "outbound",
+            }
+        )
+    )
+    server = await make_server(dev_tasks=[folder], otel_enabled=True)
+    response = await server.client.post(
+        "/threads",
+        json={"mode": "sync", "params": {"otlp_endpoint": otlp.endpoint}, **INPUTS},
+        headers=server.user(),
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["state"] == "succeeded", response.json()["error"]
+    await asyncio.to_thread(server.services.tracing.shutdown)
+    spans = await asyncio.to_thread(otlp.wait_for, {"worker.run", "task.step", "task.inner"})
+    worker, step, inner = (_one(spans, n) for n in ("worker.run", "task.step", "task.inner"))
+    assert step.trace_id == inner.trace_id == worker.trace_id
+    assert step.parent_span_id == worker.span_id
+    assert inner.parent_span_id == step.span_id
