@@ -139,6 +139,7 @@ async def _settle(server: Server, thread_id: str) -> dict[str, Any]:
 
 async def test_one_trace_per_thread_reaches_an_otlp_receiver(
     make_server: ServerFactory,
+    database_url: str,
     traced_task: Path,
     otlp: OtlpReceiver,
     log_lines: io.StringIO,
@@ -147,7 +148,10 @@ async def test_one_trace_per_thread_reaches_an_otlp_receiver(
     await hooks.start()
     try:
         server = await make_server(
-            dev_tasks=[traced_task], otel_enabled=True, webhook_allow_private_networks=True
+            dev_tasks=[traced_task],
+            database_url=database_url,
+            otel_enabled=True,
+            webhook_allow_private_networks=True,
         )
         assert server.services.tracing.enabled
         created = await server.client.post(
