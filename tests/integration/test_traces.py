@@ -389,3 +389,29 @@ async def test_task_spans_join_the_thread_trace(
     assert step.trace_id == inner.trace_id == worker.trace_id
     assert step.parent_span_id == worker.span_id
     assert inner.parent_span_id == step.span_id
+
+
+async def test_a_scheduled_thread_is_one_trace(
+    make_server: ServerFactory, traced_task: Path, otlp: OtlpReceiver
+) -> None:
+    server = await make_server(dev_tasks=[traced_task], otel_enabled=True)
+    schedule = await server.client.post(
+        "/schedules",
+        json={"cron": "0 3 * * *", "timezone": "UTC", "inputs_template": INPUTS["inputs"]},
+        headers=server.user(),
+    )
+    assert schedule.status_code == 201, schedule.text
+    sid = schedule.json()["id"]
+    run = await server.client.post(f"/schedules/{sid}:trigger", headers=server.user())
+    assert run.status_code == 201, run.text
+    thread = await _settle(server, run.json()["threads"][0])
+    assert thread["state"] == "succeeded"
+    await asyncio.to_thread(server.services.tracing.shutdown)
+    spans = await asyncio.to_thread(otlp.wait_for, {"thread.create", "thread.run"})
+    (run_span,) = [s for s in spans if s.name == "thread.run"]
+    trace = [s for s in spans if s.trace_id == run_span.trace_id]
+    create = _one(trace, "thread.create")
+    assert create.attributes["task_framework.schedule_id"] == sid
+    assert run_span.parent_span_id == create.span_id
+    request = next(s for s in trace if s.span_id == create.parent_span_id)
+    assert request.attributes["http.route"] == "/schedules/{schedule_id}:trigger"
