@@ -35,6 +35,7 @@ from task_framework.api.routes import tasks as task_routes
 from task_framework.api.routes import webhooks as webhook_routes
 from task_framework.hardening import open_private, private_dir, private_file
 from task_framework.observability.metrics import Metrics
+from task_framework.observability.tracing import NO_TRACING, Tracing, build_tracing
 from task_framework.runner.base import Runner
 from task_framework.runner.envs import EnvironmentBuilder
 from task_framework.runner.sandbox import LimitPolicy, Sandbox
@@ -101,6 +102,7 @@ class Services:
     files: Any = None
     sandbox: Sandbox | None = None
     """The runner's sandbox (None when the runner is not the process pool)."""
+    tracing: Tracing = NO_TRACING
     generated_keys: dict[str, str] = field(default_factory=dict)
 
     async def delete_files(self, refs: list[str]) -> None:
@@ -149,6 +151,8 @@ def _build_runner(settings: Settings, metrics: Metrics, sandbox: Sandbox) -> Run
 
 
 def build_services(settings: Settings, *, runner: Runner | None = None) -> Services:
+    # First: enabled without the otel extra refuses to start before anything is built.
+    tracing = build_tracing(settings.otel_enabled)
     db = Database(settings.resolved_database_url)
     metrics = Metrics()
     registry = TaskRegistry()
@@ -180,9 +184,11 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         on_artifact=metrics.record_artifact_created,
         config=task_configs,
         limits=sandbox.policy,
+        tracing=tracing,
     )
     secret_box = SecretBox()
     thread_service = ThreadService(db, registry, executor, secret_box=secret_box)
+    thread_service.tracing = tracing
     deployments = DeploymentService(
         db=db,
         registry=registry,
@@ -230,6 +236,7 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         user_agent=f"task-framework/{__version__}",
         secret_box=secret_box,
         presign=presign,
+        tracing=tracing,
     )
     thread_service.url_guard = url_guard
     run_engine = RunEngine(
@@ -237,6 +244,7 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         misfire_grace_seconds=settings.scheduler_misfire_grace_seconds,
         seconds_field=settings.scheduler_test_seconds,
     )
+    run_engine.tracing = tracing
     schedule_service = ScheduleService(
         db, registry, executor, run_engine, metrics, secret_box=secret_box
     )
@@ -246,6 +254,7 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
     executor.add_settle_listener(scheduler.thread_settled)
     return Services(
         sandbox=getattr(runner, "sandbox", None),
+        tracing=tracing,
         settings=settings,
         db=db,
         metrics=metrics,
@@ -468,6 +477,8 @@ def create_app(
             if svc.files is not None:
                 await svc.files.close()
             await svc.db.close()
+            # Last: the spans of everything above are exported before the app ends.
+            await asyncio.to_thread(svc.tracing.shutdown)
 
     app = FastAPI(
         title="Task Framework API",
@@ -480,6 +491,8 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,  # served from local assets by install_docs
         redoc_url=None,
+        # FastAPI's own request spans, through this app's tracer or not at all.
+        telemetry=svc.tracing.framework_config(),
     )
     app.state.services = svc
     install_error_handlers(app)

@@ -98,9 +98,13 @@ class TaskContext:
         config: Mapping[str, str] | None = None,
         secrets: Mapping[str, str] | None = None,
         logger: logging.Logger | None = None,
+        traceparent: str | None = None,
     ) -> None:
         self._backend = backend
         self.thread_id = thread_id
+        self.traceparent = traceparent
+        """W3C ``traceparent`` of the span running this thread when the server traces
+        (``TASK_FRAMEWORK_OTEL_ENABLED``), else None; see :meth:`otel_context`."""
         self.params: dict[str, Any] = dict(params or {})
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.logger = logger or logging.getLogger("task")
@@ -121,6 +125,18 @@ class TaskContext:
     def is_cancelled(self) -> bool:
         """True once a stop or timeout was requested; clean up and return soon."""
         return self._backend.is_cancelled()
+
+    # -- tracing -----------------------------------------------------------------------
+    def otel_context(self) -> Any:
+        """An OpenTelemetry ``Context`` whose current span is this thread's, for
+        ``tracer.start_as_current_span(name, context=context.otel_context())``: the task's
+        spans then join the thread's trace. None when the server does not trace. Needs
+        ``opentelemetry-api`` in the task's own dependencies (ImportError otherwise)."""
+        if not self.traceparent:
+            return None
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        return TraceContextTextMapPropagator().extract({"traceparent": self.traceparent})
 
     # -- configuration -----------------------------------------------------------------
     def get(self, name: str, default: Any = None) -> Any:

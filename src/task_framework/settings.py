@@ -298,6 +298,20 @@ class Settings(BaseSettings):
             "`auto`: console when standard output is a terminal, else JSON."
         ),
     )
+    otel_enabled: bool = Field(
+        False,
+        validation_alias=_env("OTEL_ENABLED"),
+        description=(
+            "Send an OpenTelemetry trace per thread (needs the `otel` extra: "
+            "`pip install 'task-framework-py[otel]'`; the server refuses to start "
+            "without it). The standard `OTEL_*` variables configure the export: "
+            "`OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (OTLP "
+            "over HTTP), `OTEL_SERVICE_NAME` (default `task-framework`), "
+            "`OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`, `OTEL_BSP_*`; "
+            "`OTEL_TRACES_EXPORTER` `otlp` (default), `console` or `none`; "
+            "`OTEL_SDK_DISABLED=true` turns tracing off again. See docs/how-to/traces.md."
+        ),
+    )
     url_signing_key: str | None = Field(
         None,
         validation_alias=_env("URL_SIGNING_KEY"),

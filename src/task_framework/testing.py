@@ -189,8 +189,10 @@ def run_task(
     files: Mapping[str, bytes] | None = None,
     thread_id: str | None = None,
     log_level: str = "DEBUG",
+    traceparent: str | None = None,
 ) -> TaskResult:
-    """Run a sync or async task function once against an in-memory context."""
+    """Run a sync or async task function once against an in-memory context
+    (``traceparent``: what ``context.traceparent`` says, as if the server traced)."""
     thread_id = thread_id or f"thread_{uuid.uuid4().hex}"
     backend = MemoryBackend(thread_id, output_schemas=output_schemas, files=files)
     logs: list[LogRecord] = []
@@ -205,6 +207,7 @@ def run_task(
         config=config,
         secrets=secrets,
         logger=logger,
+        traceparent=traceparent,
     )
     handler = _Collector(logs)
     handler.setLevel(log_level.upper())

@@ -22,6 +22,19 @@ app = typer.Typer(
 )
 
 
+def _check_tracing(settings: Any) -> None:
+    """Enabled tracing without the ``otel`` extra: a clear message, not a traceback."""
+    if not settings.otel_enabled:
+        return
+    from task_framework.observability.tracing import TracingUnavailable, build_tracing
+
+    try:
+        build_tracing(True).shutdown()
+    except TracingUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 def _keep_secrets() -> None:
     """Before anything else: no other process of this user may read our environment or
     memory through /proc (the keys and the vault key are in there)."""
@@ -130,6 +143,7 @@ def serve(
         run_worker=False if no_worker else None,
     )
     configure_logging(settings.log_level, log_format=settings.log_format)
+    _check_tracing(settings)
     application = create_app(settings, on_ready=_banner)
     uvicorn.run(
         application,
@@ -179,6 +193,7 @@ def worker(
         log_level=log_level,
     )
     configure_logging(settings.log_level, log_format=settings.log_format)
+    _check_tracing(settings)
     try:
         import uvloop
 

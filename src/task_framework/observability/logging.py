@@ -2,7 +2,8 @@
 
 Every line has ``timestamp`` (UTC, milliseconds, ``Z``), ``level``, ``logger``, ``event``
 (a stable dotted name such as ``thread.created``), ``request_id`` while a request is being
-served, plus the context the caller bound. Records of the standard :mod:`logging` module
+served, ``trace_id`` and ``span_id`` while a span is current (tracing on), plus the context
+the caller bound. Records of the standard :mod:`logging` module
 (uvicorn, SQLAlchemy, ...) go through the same renderer; their free-text message is kept
 under ``message`` with ``event`` = ``log.message``.
 
@@ -27,6 +28,8 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from task_framework.observability.tracing import current_log_ids
+
 __all__ = [
     "MASK",
     "configure_logging",
@@ -48,7 +51,7 @@ _LEVELS = {
     "WARNING": logging.WARNING,
     "ERROR": logging.ERROR,
 }
-_KEY_ORDER = ("timestamp", "level", "logger", "event", "request_id")
+_KEY_ORDER = ("timestamp", "level", "logger", "event", "request_id", "trace_id", "span_id")
 _MAX_DEPTH = 6
 
 # -- redaction -----------------------------------------------------------------------------
@@ -197,6 +200,15 @@ def _message_as_event(_logger: WrappedLogger, _method: str, event_dict: EventDic
     return event_dict
 
 
+def _add_trace_ids(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """``trace_id`` and ``span_id`` of the current span, when tracing is on and one is."""
+    ids = current_log_ids()
+    if ids is not None:
+        event_dict.setdefault("trace_id", ids[0])
+        event_dict.setdefault("span_id", ids[1])
+    return event_dict
+
+
 def _order_keys(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     ordered = {key: event_dict.pop(key) for key in _KEY_ORDER if key in event_dict}
     ordered.update(event_dict)
@@ -274,6 +286,7 @@ def configure_logging(
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         _add_timestamp,
+        _add_trace_ids,
     ]
     final: list[Processor] = [
         structlog.stdlib.ProcessorFormatter.remove_processors_meta,

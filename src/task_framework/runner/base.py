@@ -101,6 +101,8 @@ class RunRequest:
     log_level: str = "INFO"
     owner: str = ""
     """``app_id/user_id`` of the thread: a warm worker only serves one owner."""
+    traceparent: str | None = None
+    """W3C ``traceparent`` of the worker round trip (tracing on): ``context.traceparent``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -519,6 +519,7 @@ class Worker:
                 metadata=message.get("metadata") or {},
                 config=message.get("config") or {},
                 secrets=message.get("secrets") or {},
+                traceparent=message.get("traceparent"),
             )
             error, exit_code = invoke(fn, context)
         self._stdout.end_line()

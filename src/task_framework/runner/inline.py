@@ -136,6 +136,7 @@ class InlineRunner:
             config=request.config,
             secrets=request.secrets,
             logger=logger,
+            traceparent=request.traceparent,
         )
         finished: asyncio.Future[ErrorInfo | None] = loop.create_future()
 

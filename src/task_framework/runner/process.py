@@ -605,6 +605,7 @@ class WorkerProcess:
                 "config": request.config,
                 "secrets": request.secrets,
                 "log_level": request.log_level,
+                "traceparent": request.traceparent,
             }
         )
         if not self.alive:  # died between runs: report the crash

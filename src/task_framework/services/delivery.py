@@ -39,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from task_framework.ids import new_id
 from task_framework.models._time import utcnow
 from task_framework.observability.metrics import Metrics
+from task_framework.observability.tracing import NO_TRACING, TRACEPARENT_HEADER, Tracing
 from task_framework.services.crypto import DecryptionFailed, SecretBox
 from task_framework.services.events import EVENTS_WRITTEN
 from task_framework.services.urlguard import BlockedAddress, Target, UrlGuard
@@ -53,7 +54,13 @@ from task_framework.services.webhooks import (
     write_fan_out_cursor,
 )
 from task_framework.store.database import Database
-from task_framework.store.tables import events, settings_kv, webhook_deliveries, webhooks
+from task_framework.store.tables import (
+    events,
+    settings_kv,
+    threads,
+    webhook_deliveries,
+    webhooks,
+)
 
 log = logging.getLogger("task_framework.webhooks")
 
@@ -99,6 +106,8 @@ class _Job:
     api_key: str | None
     timeout: float
     download_urls: bool
+    traceparent: str | None = None
+    """The thread's trace (tracing on): the delivery is a span of it."""
 
 
 @dataclass(slots=True)
@@ -172,8 +181,10 @@ class Dispatcher:
         user_agent: str,
         secret_box: SecretBox,
         presign: Presigner | None = None,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self._db = db
+        self._tracing = tracing
         self._guard = guard
         self._metrics = metrics
         self._retry = [float(s) for s in retry_schedule]
@@ -430,12 +441,16 @@ class Dispatcher:
         ids = [i for group in picked.values() for i in group]
         if not ids:
             return []
-        rows = conn.execute(
-            select(webhook_deliveries, webhooks.c.url, webhooks.c.secret, webhooks.c.api_key,
-                   webhooks.c.timeout_seconds, webhooks.c.data_filters)
-            .join(webhooks, webhooks.c.id == d.webhook_id)
-            .where(d.id.in_(ids))
-        )  # fmt: skip
+        hook = webhooks.c
+        columns: list[Any] = [
+            webhook_deliveries, hook.url, hook.secret, hook.api_key, hook.timeout_seconds,
+            hook.data_filters,
+        ]  # fmt: skip
+        joined = webhook_deliveries.join(webhooks, webhooks.c.id == d.webhook_id)
+        if self._tracing.enabled:
+            columns.append(threads.c.traceparent)
+            joined = joined.outerjoin(threads, threads.c.id == d.thread_id)
+        rows = conn.execute(select(*columns).select_from(joined).where(d.id.in_(ids)))
         return [
             _Job(
                 id=r.id,
@@ -452,6 +467,7 @@ class Dispatcher:
                 api_key=r.api_key,
                 timeout=float(r.timeout_seconds),
                 download_urls=bool((r.data_filters or {}).get("include_download_urls")),
+                traceparent=getattr(r, "traceparent", None),
             )
             for r in rows
         ]
@@ -462,7 +478,10 @@ class Dispatcher:
             slot = self._url_slots[job.url] = asyncio.Semaphore(PER_ENDPOINT_CONCURRENCY)
         try:
             async with slot, self._slots:
-                outcome = await self._attempt(job)
+                if self._tracing.enabled:
+                    outcome = await self._traced_attempt(job)
+                else:
+                    outcome = await self._attempt(job)
         finally:
             left = self._per_url.get(job.url, 1) - 1
             if left > 0:
@@ -515,7 +534,30 @@ class Dispatcher:
                     log.debug("webhooks.presign_failed", exc_info=True)
         return payload
 
-    async def _attempt(self, job: _Job) -> _Outcome:
+    async def _traced_attempt(self, job: _Job) -> _Outcome:
+        """One attempt as a client span of the thread's trace; the request carries it."""
+        attributes: dict[str, str | int] = {
+            "task_framework.webhook_id": job.webhook_id,
+            "task_framework.delivery_id": job.id,
+            "task_framework.event_type": job.event_type,
+            "task_framework.attempt": job.attempt,
+            "http.request.method": "POST",
+        }
+        with self._tracing.span(
+            "webhook.deliver", parent=job.traceparent, kind="client", attributes=attributes
+        ) as span:
+            outcome = await self._attempt(job, traceparent=span.traceparent)
+            if outcome.status_code is not None:
+                span.set_attribute("http.response.status_code", outcome.status_code)
+            if not outcome.ok:
+                span.set_error(outcome.error or "failed")
+            log.debug(
+                "webhooks.delivered",
+                extra={"delivery_id": job.id, "status_code": outcome.status_code},
+            )
+        return outcome
+
+    async def _attempt(self, job: _Job, *, traceparent: str | None = None) -> _Outcome:
         started = utcnow()
         try:
             secret = self._secrets.unseal(job.secret)
@@ -542,6 +584,8 @@ class Dispatcher:
         }
         if api_key:
             headers["X-API-Key"] = api_key
+        if traceparent is not None:
+            headers[TRACEPARENT_HEADER] = traceparent
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
         timeout = httpx.Timeout(job.timeout, connect=min(CONNECT_TIMEOUT_SECONDS, job.timeout))
         clock = time.monotonic()

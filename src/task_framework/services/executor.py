@@ -23,6 +23,7 @@ from task_framework.errors import ServiceUnavailable, TaskFrameworkError
 from task_framework.ids import new_id
 from task_framework.models._time import format_ts, utcnow
 from task_framework.models.threads import TERMINAL_STATES
+from task_framework.observability.tracing import NO_TRACING, Tracing
 from task_framework.runner.base import (
     TASK_CRASHED,
     TASK_TIMEOUT,
@@ -35,7 +36,7 @@ from task_framework.runner.base import (
 from task_framework.runner.envs import EnvironmentBuilder
 from task_framework.runner.sandbox import LimitPolicy
 from task_framework.services.events import THREAD_TERMINAL_EVENTS, insert_events, thread_event
-from task_framework.services.host import FileStore, ThreadHost
+from task_framework.services.host import FileStore, ThreadHost, TracedHost
 from task_framework.services.settings import SettingsService
 from task_framework.services.tasks import TaskDefinition, TaskRegistry
 from task_framework.services.threads import load_thread, load_threads
@@ -89,6 +90,10 @@ class _Claimed:
     timeout_seconds: int | None
     owner: str = ""
     """``app_id/user_id``: warm workers are not shared across owners."""
+    traceparent: str | None = None
+    """The span that created the thread (tracing on): the run continues its trace."""
+    claim_started: datetime | None = None
+    claim_ended: datetime | None = None
 
 
 def worker_lost_error() -> dict[str, Any]:
@@ -137,8 +142,10 @@ class Executor:
         on_crash: Callable[[], None] | None = None,
         on_artifact: Callable[[str], None] | None = None,
         limits: LimitPolicy | None = None,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.replica_id = new_id("replica")
+        self._tracing = tracing
         self._limits = limits or LimitPolicy()
         self._db = db
         self._runner = runner
@@ -277,13 +284,16 @@ class Executor:
             # finishing thread then wakes this loop (see _execute).
             self._backlog = True
             if free > 0:
+                claim_started = utcnow()
                 try:
                     claimed, limited = await self._db.tx(self._claim, free)
                 except (ServiceUnavailable, TaskFrameworkError) as exc:
                     log.warning("claim failed: %s", exc)
                     await asyncio.sleep(IDLE_POLL_SECONDS)
                     continue
+                claim_ended = utcnow()
                 for item in claimed:
+                    item.claim_started, item.claim_ended = claim_started, claim_ended
                     self._launch(item)
                 self._backlog = len(claimed) == free or limited
             if claimed and len(claimed) == free:
@@ -350,10 +360,16 @@ class Executor:
         created_by_admin: bool,
         timeout: int | None,
         owner: str,
+        traceparent: str | None = None,
     ) -> None:
         """Run a thread claimed by :meth:`claim_new`; its reservation becomes the slot."""
         self._reserved -= 1
-        self._launch(_Claimed(thread, token, created_by_admin, timeout, owner))
+        claimed = _Claimed(thread, token, created_by_admin, timeout, owner, traceparent)
+        if self._tracing.enabled:
+            # Claimed in the creating transaction: the claim ended with it.
+            claimed.claim_started = datetime.fromisoformat(thread["started_at"])
+            claimed.claim_ended = utcnow()
+        self._launch(claimed)
 
     def _claim(self, conn: Connection, wanted: int) -> tuple[list[_Claimed], bool]:
         """Claim up to ``wanted`` queued threads; also whether the cluster limit held
@@ -396,6 +412,7 @@ class Executor:
                 created_by_admin=bool(r.created_by_admin),
                 timeout_seconds=r.timeout_seconds,
                 owner=f"{r.app_id or ''}/{r.user_id or ''}",
+                traceparent=r.traceparent,
             )
             for t, r in zip(loaded, rows, strict=True)
         ]
@@ -408,21 +425,31 @@ class Executor:
         thread_id = thread["id"]
         self._on_state("running")
         timer = self._arm_timeout(claimed)
+        tracing = self._tracing
+        attributes = self._record_claim(claimed) if tracing.enabled else None
         try:
-            outcome, host = await self._run(claimed)
-            for output in host.outputs if host is not None else []:
-                self.on_artifact(output["kind"])
-            if outcome.error is not None and outcome.error.code == TASK_CRASHED:
-                self._on_crash()
-            final = await self._db.short_tx(self._finish, claimed, outcome, host)
-            if final is not None:
-                self._on_state(final["state"])
-                self._on_finished(
-                    thread["metadata"].get("task_id") or "", final["state"], _duration(final)
-                )
-            else:
-                final = await self._db.tx(lambda c: load_thread(c, thread_id, show_stack=True))
-            self.thread_settled(thread_id, final)
+            with tracing.span(
+                "thread.run", parent=claimed.traceparent, kind="consumer", attributes=attributes
+            ) as span:
+                outcome, host = await self._run(claimed)
+                for output in host.outputs if host is not None else []:
+                    self.on_artifact(output["kind"])
+                if outcome.error is not None and outcome.error.code == TASK_CRASHED:
+                    self._on_crash()
+                with tracing.span("thread.settle"):
+                    final = await self._db.short_tx(self._finish, claimed, outcome, host)
+                if final is not None:
+                    self._on_state(final["state"])
+                    self._on_finished(
+                        thread["metadata"].get("task_id") or "", final["state"], _duration(final)
+                    )
+                else:
+                    final = await self._db.tx(lambda c: load_thread(c, thread_id, show_stack=True))
+                span.set_attribute("task_framework.thread.state", final["state"])
+                if final["state"] != "succeeded":
+                    span.set_error(final["state"])
+                log.debug("thread.settled", extra={"thread_id": thread_id, "state": final["state"]})
+                self.thread_settled(thread_id, final)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -434,6 +461,36 @@ class Executor:
             self._stop_early.discard(thread_id)
             if self._backlog:
                 self._wake.set()
+
+    def _record_claim(self, claimed: _Claimed) -> dict[str, str]:
+        """The spans of what happened before the run (tracing on): the time in the queue
+        and the claim; the attributes of the run's span."""
+        thread = claimed.thread
+        meta = thread["metadata"]
+        attributes = {
+            "task_framework.thread_id": thread["id"],
+            "task_framework.task_id": meta.get("task_id") or "",
+            "task_framework.task_version": meta.get("task_version") or "",
+            "task_framework.replica_id": self.replica_id,
+        }
+        created = datetime.fromisoformat(thread["created_at"])
+        claim_started = claimed.claim_started or created
+        claim_ended = claimed.claim_ended or claim_started
+        self._tracing.record(
+            "thread.queued",
+            parent=claimed.traceparent,
+            start=created,
+            end=claim_started,
+            attributes=attributes,
+        )
+        self._tracing.record(
+            "thread.claim",
+            parent=claimed.traceparent,
+            start=claim_started,
+            end=claim_ended,
+            attributes=attributes,
+        )
+        return attributes
 
     def _arm_timeout(self, claimed: _Claimed) -> asyncio.TimerHandle | None:
         """``timeout_seconds`` counts from ``started_at`` (API.md §15.2): when it runs out
@@ -454,7 +511,9 @@ class Executor:
     async def _time_out(self, claimed: _Claimed) -> None:
         thread_id = claimed.thread["id"]
         try:
-            thread = await self._db.tx(self._settle_timeout, claimed)
+            with self._tracing.span("thread.settle", parent=claimed.traceparent) as span:
+                span.set_attribute("task_framework.thread.state", "timeout")
+                thread = await self._db.tx(self._settle_timeout, claimed)
         except TaskFrameworkError as exc:
             log.warning("timeout not recorded: %s", exc)
             return
@@ -519,7 +578,16 @@ class Executor:
         )
         if thread["id"] in self._stop_early:
             return Outcome("stopped"), host
-        return await self._runner.run(spec, request, host), host
+        if not self._tracing.enabled:
+            return await self._runner.run(spec, request, host), host
+        with self._tracing.span("worker.run", kind="client") as span:
+            # The task continues from here: its own spans are children of this one.
+            request.traceparent = span.traceparent
+            traced = TracedHost(host, self._tracing, parent=span.traceparent)
+            outcome = await self._runner.run(spec, request, traced)
+            if outcome.error is not None:
+                span.set_error(outcome.error.code)
+        return outcome, host
 
     async def _configuration(
         self, task: TaskDefinition, params: dict[str, Any], by_admin: bool

@@ -16,7 +16,8 @@ from task_framework.errors import ArtifactValidationError, NotFound, StorageErro
 from task_framework.ids import new_id
 from task_framework.models._time import format_ts, utcnow
 from task_framework.models.artifact import Artifact
-from task_framework.runner.base import LogRecord
+from task_framework.observability.tracing import Tracing
+from task_framework.runner.base import LogRecord, TaskHost
 from task_framework.services.events import insert_events, thread_event
 from task_framework.services.records import INSERT_ARTIFACTS, artifact_dict
 from task_framework.services.tasks import TaskDefinition
@@ -321,3 +322,48 @@ class ThreadHost:
             raise NotFound(f"File {file_ref} does not exist", code="FILE_NOT_FOUND")
         async for chunk in self._files.open_owned(file_ref, owner=self._owner):
             yield chunk
+
+
+class TracedHost:
+    """A :class:`TaskHost` that traces the calls worth a span (tracing on only).
+
+    Host calls arrive from the worker's reader loop, outside the run's span, so the
+    parent is named explicitly.
+    """
+
+    def __init__(self, host: TaskHost, tracing: Tracing, *, parent: str | None) -> None:
+        self._host = host
+        self._tracing = tracing
+        self._parent = parent
+
+    async def publish_outputs(
+        self, thread_id: str, artifacts: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        with self._tracing.span("thread.outputs.publish", parent=self._parent) as span:
+            span.set_attribute("task_framework.artifacts", len(artifacts))
+            try:
+                return await self._host.publish_outputs(thread_id, artifacts)
+            except ArtifactValidationError as exc:
+                span.set_error(str(exc))
+                raise
+
+    async def signal_problem(self, thread_id: str, problem: dict[str, Any]) -> None:
+        await self._host.signal_problem(thread_id, problem)
+
+    async def write_logs(self, thread_id: str, records: list[LogRecord]) -> None:
+        await self._host.write_logs(thread_id, records)
+
+    async def upload_file(
+        self,
+        thread_id: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        filename: str | None,
+        media_type: str | None,
+    ) -> dict[str, Any]:
+        return await self._host.upload_file(
+            thread_id, chunks, filename=filename, media_type=media_type
+        )
+
+    def download_file(self, thread_id: str, file_ref: str) -> AsyncIterator[bytes]:
+        return self._host.download_file(thread_id, file_ref)

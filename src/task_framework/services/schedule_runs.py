@@ -27,6 +27,7 @@ from task_framework.errors import TaskFrameworkError
 from task_framework.ids import new_id
 from task_framework.models._time import format_ts
 from task_framework.models.threads import TERMINAL_STATES
+from task_framework.observability.tracing import NO_TRACING, Tracing
 from task_framework.services.auth import Principal
 from task_framework.services.cron import CronSpec, load_zone, parse_cron
 from task_framework.services.events import insert_events, thread_event
@@ -158,6 +159,7 @@ class RunEngine:
         self._registry = registry
         self.grace = timedelta(seconds=misfire_grace_seconds)
         self.seconds_field = seconds_field
+        self.tracing: Tracing = NO_TRACING  # set by the app
 
     def compile(self, cron: str, timezone: str) -> tuple[CronSpec, ZoneInfo]:
         """Parsed cron and zone (raises CronError / ValueError)."""
@@ -379,9 +381,12 @@ class RunEngine:
             copy_inputs=True,
             created_by_admin=bool(sched.created_by_admin),
         )
+        attributes = {"task_framework.schedule_id": sched.id} if self.tracing.enabled else None
         try:
             # Validation happens before any write, so a failure leaves nothing behind.
-            thread, _ = insert_thread(conn, plan)
+            with self.tracing.span("thread.create", attributes=attributes) as span:
+                plan.traceparent = span.traceparent
+                thread, _ = insert_thread(conn, plan)
         except TaskFrameworkError as exc:
             log.warning(
                 "schedule.run.thread_rejected",

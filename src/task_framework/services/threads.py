@@ -41,6 +41,7 @@ from task_framework.models.threads import (
     ThreadCreateRequest,
     ThreadRetryRequest,
 )
+from task_framework.observability.tracing import NO_TRACING, Tracing
 from task_framework.services.auth import Principal
 from task_framework.services.crypto import SecretBox
 from task_framework.services.events import insert_events, thread_event
@@ -284,7 +285,7 @@ _INSERT_THREAD = Prepared.insert(
         *("id", "name", "state", "app_id", "user_id", "task_id", "task_version", "metadata"),
         *("params", "error", "problems", "schedule_id", "run_id", "attempt", "timeout_seconds"),
         *("created_by_admin", "adhoc_webhooks", "idempotency_scope", "created_at", "started_at"),
-        *("lease_owner", "lease_expires_at", "lease_token", "stop_requested"),
+        *("lease_owner", "lease_expires_at", "lease_token", "stop_requested", "traceparent"),
     ),
 )
 _INSERT_INPUTS = Prepared.insert(thread_inputs, ("thread_id", "position", "artifact_id"))
@@ -312,6 +313,8 @@ class _NewThread:
     claimed_token: int | None = None
     seal: Callable[[str], str] | None = None
     """Seals the secrets of new ad-hoc webhooks (needed when ``webhooks`` is given)."""
+    traceparent: str | None = None
+    """The span that creates the thread (tracing on): its later hops continue that trace."""
 
 
 def insert_thread(conn: Connection, plan: _NewThread) -> tuple[dict[str, Any], bool]:
@@ -360,6 +363,7 @@ def insert_thread(conn: Connection, plan: _NewThread) -> tuple[dict[str, Any], b
         "lease_expires_at": None,
         "lease_token": 0,
         "stop_requested": False,
+        "traceparent": plan.traceparent,
     }
     claimed = plan.claim(conn) if plan.claim is not None else None
     if claimed is not None:
@@ -415,6 +419,7 @@ class ThreadService:
         self._executor = executor
         self._secrets = secret_box
         self.url_guard: UrlGuard | None = None  # set by the app; checks ad-hoc callback URLs
+        self.tracing: Tracing = NO_TRACING  # set by the app
 
     async def create(
         self,
@@ -467,7 +472,10 @@ class ThreadService:
         if reserved:
             plan.claim = self._executor.claim_new
         try:
-            thread, created = await self._tx_insert(plan)
+            with self.tracing.span("thread.create", attributes=self._span_attributes(plan)) as span:
+                plan.traceparent = span.traceparent
+                thread, created = await self._tx_insert(plan)
+                span.set_attribute("task_framework.thread_id", thread["id"])
         finally:
             if reserved and plan.claimed_token is None:
                 self._executor.release()
@@ -481,12 +489,19 @@ class ThreadService:
                 created_by_admin=principal.is_admin,
                 timeout=body.timeout_seconds,
                 owner=f"{plan.owner[0] or ''}/{plan.owner[1] or ''}",
+                traceparent=plan.traceparent,
             )
         else:
             self._executor.wake()
         if body.mode == "async":
             return thread, 202
         return await self._wait_final(principal, thread["id"]), 201
+
+    def _span_attributes(self, plan: _NewThread) -> dict[str, str] | None:
+        if not self.tracing.enabled:
+            return None
+        version = plan.metadata.get("task_version", plan.task.version)
+        return {"task_framework.task_id": plan.task.task_id, "task_framework.task_version": version}
 
     async def _wait_final(self, principal: Principal, thread_id: str) -> dict[str, Any]:
         """A sync request's answer: the terminal thread, stack trace for admins only."""
@@ -656,7 +671,10 @@ class ThreadService:
             copy_inputs=True,
             created_by_admin=bool(source.created_by_admin),
         )
-        thread, _ = await self._db.short_tx(insert_thread, plan)
+        with self.tracing.span("thread.create", attributes=self._span_attributes(plan)) as span:
+            plan.traceparent = span.traceparent
+            thread, _ = await self._db.short_tx(insert_thread, plan)
+            span.set_attribute("task_framework.thread_id", thread["id"])
         self._count_new_inputs(thread)
         self._executor.wake()
         if body.mode == "async":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -313,10 +314,13 @@ class Database:
             return fn(conn, *args)
 
         loop = asyncio.get_running_loop()
+        # The caller's context variables (bound log fields, the current span) hold inside
+        # fn, as with asyncio.to_thread.
+        context = contextvars.copy_context()
         if not self.is_sqlite:
-            return await loop.run_in_executor(self._executor, self.tx_blocking, call)
+            return await loop.run_in_executor(self._executor, context.run, self.tx_blocking, call)
         async with self._sqlite_turn():
-            return await loop.run_in_executor(self._executor, self.tx_blocking, call)
+            return await loop.run_in_executor(self._executor, context.run, self.tx_blocking, call)
 
     async def short_tx(self, fn: Callable[[Connection, *Ts], T], /, *args: *Ts) -> T:
         """Like :meth:`tx`, for a transaction that only touches a few rows by key.

@@ -98,6 +98,8 @@ threads = Table(
     Column("lease_expires_at", UTCDateTime),
     Column("lease_token", BigInteger, nullable=False, default=0),
     Column("stop_requested", Boolean, nullable=False, default=False),
+    # W3C traceparent of the span that created the thread (tracing on); never served.
+    Column("traceparent", String(64)),
     Index("ix_threads_created", "created_at", "id"),
     Index("ix_threads_owner_created", "app_id", "user_id", "created_at", "id"),
     Index("ix_threads_state_created", "state", "created_at", "id"),
