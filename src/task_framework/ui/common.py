@@ -34,8 +34,11 @@ CSRF_HEADER = "x-csrf-token"
 NOTICES = {
     "stopped": "Stop requested.",
     "deleted": "Deleted.",
-    "retried": "A new thread was created from this one.",
+    "retried": "Retry started: this new thread runs the original's inputs again.",
     "created": "Created.",
+    "webhook_created": "Webhook created.",
+    "key_created": "Key created.",
+    "deployed": "Deployment finished.",
     "uploaded": "File uploaded.",
     "paused": "Schedule paused.",
     "resumed": "Schedule resumed.",
