@@ -7,9 +7,9 @@ Every template is rendered with autoescaping on; data is never marked safe, so a
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import Depends, Request
@@ -21,9 +21,6 @@ from task_framework.errors import AuthForbidden, TaskFrameworkError
 from task_framework.services.auth import Principal
 from task_framework.ui.sessions import COOKIE_NAME, Session, SessionStore
 from task_framework.utils.strict_json import NotStrictJSON, loads_strict
-
-if TYPE_CHECKING:
-    pass
 
 UI_PREFIX = "/ui"
 HERE = Path(__file__).resolve().parent
@@ -56,15 +53,38 @@ def _pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
 
 
-def _short_ts(value: str | None) -> str:
-    """``2026-01-01T10:00:00.123456Z`` → ``2026-01-01 10:00:00 UTC``."""
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
+"""The one way the UI writes a time: in UTC, to the second."""
+
+
+def short_ts(value: str | datetime | None) -> str:
+    """``2026-01-01T10:00:00.123456Z`` (or a datetime) → ``2026-01-01 10:00:00 UTC``."""
     if not value:
         return "—"
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return value
-    return parsed.strftime("%Y-%m-%d %H:%M:%S UTC")
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime(TIME_FORMAT)
+
+
+def _webhook_scope(webhook: dict[str, Any]) -> str:
+    """Which threads' events a webhook receives: its task filter and scope, in words."""
+    parts = []
+    if webhook.get("task_id"):
+        version = webhook.get("task_version")
+        parts.append(
+            f"task {webhook['task_id']}" + (f":{version}" if version else " (any version)")
+        )
+    for key, value in sorted((webhook.get("scope") or {}).items()):
+        if value:
+            parts.append(f"{key.replace('_', ' ')} {value}")
+    return ", ".join(parts) if parts else "all (no task or scope filter)"
 
 
 def build_templates() -> Environment:
@@ -76,7 +96,8 @@ def build_templates() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["pretty"] = _pretty_json
-    env.filters["ts"] = _short_ts
+    env.filters["ts"] = short_ts
+    env.filters["webhook_scope"] = _webhook_scope
     env.globals["urlencode"] = urlencode
     return env
 
