@@ -19,6 +19,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from task_framework.api.deps import ServicesDep
 from task_framework.errors import AuthForbidden, TaskFrameworkError
 from task_framework.services.auth import Principal
+from task_framework.ui.flash import FlashStore
 from task_framework.ui.sessions import COOKIE_NAME, Session, SessionStore
 from task_framework.utils.strict_json import NotStrictJSON, loads_strict
 
@@ -46,6 +47,8 @@ NOTICES = {
     "saved": "Saved.",
     "signed_out": "You are signed out.",
     "expired": "Your session has ended. Sign in again.",
+    "form_expired": "Your session ended before the form was sent, so nothing was changed. "
+    "Sign in again, then send the form again.",
 }
 
 
@@ -112,6 +115,23 @@ class SignInRequired(Exception):
 def session_store(request: Request) -> SessionStore:
     store: SessionStore = request.app.state.sessions
     return store
+
+
+def flashes(request: Request) -> FlashStore:
+    store: FlashStore = request.app.state.flashes
+    return store
+
+
+def safe_next(value: str | None) -> str | None:
+    """A page to return to after sign-in: a path under /ui only, never another site."""
+    if not value or len(value) > 2048 or not value.startswith(UI_PREFIX + "/"):
+        return None
+    if value.startswith("//") or "\\" in value or any(ord(c) < 32 for c in value):
+        return None
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or parts.path.startswith(UI_PREFIX + "/login"):
+        return None
+    return value
 
 
 async def require_session(request: Request) -> Session:
@@ -226,3 +246,33 @@ def error_message(exc: Exception) -> str:
     if isinstance(exc, TaskFrameworkError):
         return exc.message
     return str(exc)
+
+
+def confirm_page(
+    request: Request,
+    session: Session,
+    *,
+    nav: str,
+    title: str,
+    consequences: list[str],
+    action: str,
+    button: str,
+    cancel: str,
+    fields: dict[str, str] | None = None,
+) -> HTMLResponse:
+    """The page a destructive button leads to: what will happen, then the POST button.
+
+    A plain GET page, so it needs no script and one stray click changes nothing.
+    """
+    return render(
+        request,
+        "confirm.html",
+        session,
+        nav=nav,
+        title=title,
+        consequences=consequences,
+        action=action,
+        button=button,
+        cancel=cancel,
+        fields=fields or {},
+    )

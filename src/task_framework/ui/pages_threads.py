@@ -26,6 +26,7 @@ from task_framework.ui.common import (
     FormSession,
     Svc,
     UiSession,
+    confirm_page,
     form_text,
     parse_json_field,
     redirect,
@@ -199,6 +200,28 @@ async def thread_retry(thread_id: str, session: FormSession, svc: Svc) -> Respon
         metadata={retries.RETRY_OF_KEY: thread_id},
     )
     return redirect(f"/threads/{thread['id']}", "retried")
+
+
+@router.get("/threads/{thread_id}/delete")
+async def thread_delete_confirm(
+    request: Request, thread_id: str, session: UiSession, svc: Svc
+) -> Response:
+    thread = await svc.threads.get(session.principal, thread_id)
+    label = thread["name"] or thread["id"]
+    return confirm_page(
+        request,
+        session,
+        nav="threads",
+        title=f"Delete thread {label}?",
+        consequences=[
+            "The thread, its outputs, problems, events and log lines are deleted.",
+            "Files that no other thread or schedule uses are deleted too.",
+            "This cannot be undone.",
+        ],
+        action=f"/ui/threads/{thread_id}/delete",
+        button="Delete thread",
+        cancel=f"/ui/threads/{thread_id}",
+    )
 
 
 @router.post("/threads/{thread_id}/delete")
