@@ -54,7 +54,7 @@ async def task_list(request: Request, session: AdminSession, svc: Svc) -> Respon
             versions.append({"info": info, "config": status})
         tasks.append({"summary": summary, "versions": versions})
     history = (await svc.deployments.history())[:HISTORY_SHOWN]
-    outcome = flashes(request).pop(session.id, DEPLOY_FLASH)
+    outcome = await flashes(request).pop(session.id, DEPLOY_FLASH)
     return render(
         request,
         "tasks.html",
@@ -94,7 +94,7 @@ async def task_deploy(
     if "application/json" in request.headers.get("accept", ""):
         return JSONResponse(outcome, status_code=200 if outcome["ok"] else outcome["status"])
     # Without script: post/redirect/get, the outcome shown once on the tasks page.
-    flashes(request).put(session.id, DEPLOY_FLASH, outcome)
+    await flashes(request).put(session.id, DEPLOY_FLASH, outcome)
     return redirect("/tasks", "deployed")
 
 
@@ -164,7 +164,7 @@ async def key_list(
         keys=items,
         pagination=envelope["pagination"],
         first_page=cursor is None,
-        created=flashes(request).pop(session.id, NEW_KEY_FLASH),
+        created=await flashes(request).pop(session.id, NEW_KEY_FLASH),
     )
 
 
@@ -184,7 +184,7 @@ async def key_create(
         name=name.strip(), role=role, app_id=app_id.strip() or None, user_id=user_id.strip() or None
     )
     # Post/redirect/get: the key waits server-side for the next page, shown once.
-    flashes(request).put(
+    await flashes(request).put(
         session.id, NEW_KEY_FLASH, {"name": created["name"], "key": created["key"]}
     )
     return redirect("/keys", "key_created")

@@ -305,7 +305,7 @@ async def webhook_create(request: Request, session: FormSession, svc: Svc) -> Re
         payload["events"] = {"include": events}
     created = await svc.webhooks.create(session.principal, WebhookCreateRequest(**payload))
     # Post/redirect/get: the secret waits server-side for the next page, shown once.
-    flashes(request).put(
+    await flashes(request).put(
         session.id, NEW_WEBHOOK_FLASH, {"id": created["id"], "secret": created["secret"]}
     )
     return redirect(f"/webhooks/{created['id']}", "webhook_created")
@@ -328,7 +328,7 @@ async def webhook_detail(
     request: Request, webhook_id: str, session: UiSession, svc: Svc, cursor: CursorQuery = None
 ) -> Response:
     webhook = await svc.webhooks.get(session.principal, webhook_id)
-    shown = flashes(request).pop(session.id, NEW_WEBHOOK_FLASH)
+    shown = await flashes(request).pop(session.id, NEW_WEBHOOK_FLASH)
     if shown is not None and shown["id"] == webhook_id:
         webhook = {**webhook, "secret": shown["secret"]}
     # Pending retries are due in the future: listed apart, soonest first, with their time.
