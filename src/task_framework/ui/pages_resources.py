@@ -233,6 +233,27 @@ async def schedule_detail(
 _SCHEDULE_ACTIONS = {"pause": "paused", "resume": "resumed", "cancel": "canceled"}
 
 
+@router.get("/schedules/{schedule_id}/cancel")
+async def schedule_cancel_confirm(
+    request: Request, schedule_id: str, session: UiSession, svc: Svc
+) -> Response:
+    schedule = await svc.schedules.get(session.principal, schedule_id)
+    return confirm_page(
+        request,
+        session,
+        nav="schedules",
+        title=f"Cancel schedule {schedule_id}?",
+        consequences=[
+            f"It no longer fires ({schedule['cron']}, {schedule['timezone']}) and cannot "
+            "be resumed or run by hand; pause it instead to stop it for a while.",
+            "Its runs and the threads they started are kept.",
+        ],
+        action=f"/ui/schedules/{schedule_id}/cancel",
+        button="Cancel schedule",
+        cancel=f"/ui/schedules/{schedule_id}",
+    )
+
+
 @router.get("/schedules/{schedule_id}/delete")
 async def schedule_delete_confirm(
     request: Request, schedule_id: str, session: UiSession, svc: Svc
