@@ -161,7 +161,7 @@ async def thread_detail(
     thread_id: str,
     session: UiSession,
     svc: Svc,
-    log_to: Annotated[int | None, Query(ge=0)] = None,
+    log_to: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response:
     thread = await svc.threads.get(session.principal, thread_id)
     log = await _log_window(svc, session, thread_id, log_to)

@@ -86,11 +86,10 @@
       }
     }
 
-    // Reading earlier lines: new lines belong on the latest page, not after these.
+    // Reading earlier lines: new lines belong on the latest page, not after these (and
+    // the stream replays lines already counted in the total), so they are left out.
     if (atEnd) {
       source.addEventListener("log", function (event) { addLine(JSON.parse(event.data)); });
-    } else {
-      source.addEventListener("log", function () { bump(totalEl); });
     }
     source.addEventListener("thread.started", function () { setState("running"); });
     source.addEventListener("thread.problem", function (event) {
