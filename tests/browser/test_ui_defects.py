@@ -712,6 +712,7 @@ def test_screenshots_of_the_console_at_desktop_and_phone_sizes(
     thread_id = run_thread(api, "chatty", name="screenshot log", lines=1200, fail=True)
     context, page = new_page(browser, server.base)
     pages = {
+        "overview": "/ui/",
         "threads": "/ui/threads",
         "thread-log": f"/ui/threads/{thread_id}",
         "keys": "/ui/keys",
@@ -731,3 +732,11 @@ def test_screenshots_of_the_console_at_desktop_and_phone_sizes(
             assert width <= viewport["width"] + 1, path
             shot(page, f"console-{name}-{size}")
     context.close()
+    anonymous = browser.new_context()
+    page = anonymous.new_page()
+    for size, viewport in (("1280", DESKTOP), ("390", PHONE)):
+        page.set_viewport_size(viewport)
+        page.goto(f"{server.base}/ui/threads")  # signed out: the sign-in form, then back
+        expect(page.locator("#sign-in-next")).to_contain_text("/ui/threads")
+        shot(page, f"console-sign-in-{size}")
+    anonymous.close()
