@@ -60,3 +60,6 @@ async def lineage(svc: Services, principal: Principal, thread: dict[str, Any]) -
     rows = await svc.db.tx(_retries_of, principal, thread)
     retries = [{"id": r.id, "name": r.name, "state": r.state} for r in rows]
     return {"retry_of": original, "retries": retries}
+
+
+__all__ = ["RETRY_OF_KEY", "lineage"]
