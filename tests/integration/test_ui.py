@@ -102,6 +102,47 @@ async def test_login_form_needs_its_own_token(make_server: ServerFactory) -> Non
         assert "tf_session" not in forged.cookies
 
 
+async def test_sign_in_returns_only_to_a_ui_page(make_server: ServerFactory) -> None:
+    """``next`` brings the operator back after sign-in, never to another site."""
+    server = await make_server(dev_tasks=[])
+    cases = {
+        "/ui/threads?state=failed": "/ui/threads?state=failed",
+        "//evil.example/ui/": "/ui/",
+        "https://evil.example/ui/": "/ui/",
+        "/ui/\\evil.example": "/ui/",
+        "/uix": "/ui/",
+        "/ui/login?next=/ui/keys": "/ui/",
+    }
+    for given, expected in cases.items():
+        async with browser(server) as client:
+            form = await client.get("/ui/login", params={"next": given})
+            token = _hidden(form.text, "login_token")
+            done = await client.post(
+                "/ui/login",
+                data={"api_key": server.admin_key, "login_token": token, "next": given},
+            )
+            assert done.status_code == 303, given
+            assert done.headers["location"] == expected, given
+
+
+async def test_a_form_sent_without_a_session_goes_to_sign_in_not_json(
+    make_server: ServerFactory,
+) -> None:
+    server = await make_server(dev_tasks=[])
+    async with browser(server) as client:
+        client.cookies.set("tf_session", "ended", path="/ui")
+        sent = await client.post("/ui/threads/thread_x/stop", data={"csrf_token": "x"})
+        assert sent.status_code == 303
+        assert sent.headers["location"] == (
+            "/ui/login?next=%2Fui%2Fthreads%2Fthread_x&done=form_expired"
+        )
+        page = await client.get("/ui/keys", params={"cursor": "a"})
+        assert page.headers["location"] == "/ui/login?next=%2Fui%2Fkeys%3Fcursor%3Da&done=expired"
+        script = await client.post("/ui/files", headers={"accept": "application/json"})
+        assert script.status_code == 401
+        assert script.json()["status"] == 401
+
+
 async def test_every_state_change_needs_the_session_csrf_token(make_server: ServerFactory) -> None:
     server = await make_server()
     created = await server.client.post(
@@ -238,7 +279,7 @@ async def test_cron_preview_lists_next_fires_in_the_zone(make_server: ServerFact
         fires = good.json()["fires"]
         assert len(fires) == 5
         assert all("09:30 JST" in f["local"] for f in fires)
-        assert all("00:30 UTC" in f["utc"] for f in fires)
+        assert all(f["utc"].endswith(" 00:30:00 UTC") for f in fires)  # the shared format
         bad = await client.get("/ui/schedules/preview", params={"cron": "61 * * * *"})
         assert bad.json()["fires"] == []
         assert "Invalid cron" in bad.json()["error"]

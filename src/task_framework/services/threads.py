@@ -634,7 +634,13 @@ class ThreadService:
         *,
         task_id: str | None,
         version: str | None,
+        name: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> tuple[dict[str, Any], int]:
+        """A new thread from a retryable one (API.md §3.5). The API copies no name and
+        adds no metadata; ``name`` and ``metadata`` (merged over the copied metadata) let
+        the web UI keep the name and record the original."""
+
         def _source(conn: Connection) -> tuple[Any, list[dict[str, Any]]]:
             row = visible_thread_row(conn, principal, thread_id)
             if row.state not in RETRYABLE_STATES:
@@ -642,12 +648,10 @@ class ThreadService:
             return row, load_threads(conn, [row], show_stack=False)[0]["inputs"]
 
         source, inputs = await self._db.tx(_source)
-        metadata = dict(source.metadata or {})
+        copied = {**(source.metadata or {}), **(metadata or {})}
         task = self._registry.select(
-            task_id or metadata.get("task_id") or source.task_id,
-            version
-            if task_id
-            else (version or metadata.get("task_version") or source.task_version),
+            task_id or copied.get("task_id") or source.task_id,
+            version if task_id else (version or copied.get("task_version") or source.task_version),
         )
         copies = [
             {k: v for k, v in a.items() if k not in ("id", "thread_id", "created_at", "direction")}
@@ -658,9 +662,9 @@ class ThreadService:
             principal=principal,
             task=task,
             inputs=[Artifact.model_validate(c).model_dump() for c in copies],
-            name=None,
+            name=name,
             params=dict(source.params or {}),
-            metadata={**metadata, "task_id": task.task_id, "task_version": task.version},
+            metadata={**copied, "task_id": task.task_id, "task_version": task.version},
             owner=(source.app_id, source.user_id),
             timeout_seconds=source.timeout_seconds,
             webhooks=webhooks,  # their api_key values are sealed already

@@ -7,9 +7,9 @@ Every template is rendered with autoescaping on; data is never marked safe, so a
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import Depends, Request
@@ -19,11 +19,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from task_framework.api.deps import ServicesDep
 from task_framework.errors import AuthForbidden, TaskFrameworkError
 from task_framework.services.auth import Principal
+from task_framework.ui.flash import FlashStore
 from task_framework.ui.sessions import COOKIE_NAME, Session, SessionStore
 from task_framework.utils.strict_json import NotStrictJSON, loads_strict
-
-if TYPE_CHECKING:
-    pass
 
 UI_PREFIX = "/ui"
 HERE = Path(__file__).resolve().parent
@@ -34,8 +32,11 @@ CSRF_HEADER = "x-csrf-token"
 NOTICES = {
     "stopped": "Stop requested.",
     "deleted": "Deleted.",
-    "retried": "A new thread was created from this one.",
+    "retried": "Retry started: this new thread runs the original's inputs again.",
     "created": "Created.",
+    "webhook_created": "Webhook created.",
+    "key_created": "Key created.",
+    "deployed": "Deployment finished.",
     "uploaded": "File uploaded.",
     "paused": "Schedule paused.",
     "resumed": "Schedule resumed.",
@@ -46,6 +47,8 @@ NOTICES = {
     "saved": "Saved.",
     "signed_out": "You are signed out.",
     "expired": "Your session has ended. Sign in again.",
+    "form_expired": "Your session ended before the form was sent, so nothing was changed. "
+    "Sign in again, then send the form again.",
 }
 
 
@@ -53,15 +56,38 @@ def _pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
 
 
-def _short_ts(value: str | None) -> str:
-    """``2026-01-01T10:00:00.123456Z`` → ``2026-01-01 10:00:00 UTC``."""
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
+"""The one way the UI writes a time: in UTC, to the second."""
+
+
+def short_ts(value: str | datetime | None) -> str:
+    """``2026-01-01T10:00:00.123456Z`` (or a datetime) → ``2026-01-01 10:00:00 UTC``."""
     if not value:
         return "—"
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return value
-    return parsed.strftime("%Y-%m-%d %H:%M:%S UTC")
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime(TIME_FORMAT)
+
+
+def _webhook_scope(webhook: dict[str, Any]) -> str:
+    """Which threads' events a webhook receives: its task filter and scope, in words."""
+    parts = []
+    if webhook.get("task_id"):
+        version = webhook.get("task_version")
+        parts.append(
+            f"task {webhook['task_id']}" + (f":{version}" if version else " (any version)")
+        )
+    for key, value in sorted((webhook.get("scope") or {}).items()):
+        if value:
+            parts.append(f"{key.replace('_', ' ')} {value}")
+    return ", ".join(parts) if parts else "all (no task or scope filter)"
 
 
 def build_templates() -> Environment:
@@ -73,7 +99,8 @@ def build_templates() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["pretty"] = _pretty_json
-    env.filters["ts"] = _short_ts
+    env.filters["ts"] = short_ts
+    env.filters["webhook_scope"] = _webhook_scope
     env.globals["urlencode"] = urlencode
     return env
 
@@ -88,6 +115,23 @@ class SignInRequired(Exception):
 def session_store(request: Request) -> SessionStore:
     store: SessionStore = request.app.state.sessions
     return store
+
+
+def flashes(request: Request) -> FlashStore:
+    store: FlashStore = request.app.state.flashes
+    return store
+
+
+def safe_next(value: str | None) -> str | None:
+    """A page to return to after sign-in: a path under /ui only, never another site."""
+    if not value or len(value) > 2048 or not value.startswith(UI_PREFIX + "/"):
+        return None
+    if value.startswith("//") or "\\" in value or any(ord(c) < 32 for c in value):
+        return None
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or parts.path.startswith(UI_PREFIX + "/login"):
+        return None
+    return value
 
 
 async def require_session(request: Request) -> Session:
@@ -202,3 +246,33 @@ def error_message(exc: Exception) -> str:
     if isinstance(exc, TaskFrameworkError):
         return exc.message
     return str(exc)
+
+
+def confirm_page(
+    request: Request,
+    session: Session,
+    *,
+    nav: str,
+    title: str,
+    consequences: list[str],
+    action: str,
+    button: str,
+    cancel: str,
+    fields: dict[str, str] | None = None,
+) -> HTMLResponse:
+    """The page a destructive button leads to: what will happen, then the POST button.
+
+    A plain GET page, so it needs no script and one stray click changes nothing.
+    """
+    return render(
+        request,
+        "confirm.html",
+        session,
+        nav=nav,
+        title=title,
+        consequences=consequences,
+        action=action,
+        button=button,
+        cancel=cancel,
+        fields=fields or {},
+    )

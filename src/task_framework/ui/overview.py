@@ -6,7 +6,7 @@ Regular keys get counts of their own threads only; admins get the whole cluster.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, and_, func, select
@@ -16,6 +16,7 @@ from task_framework.services.auth import Principal
 from task_framework.services.threads import ThreadFilters, owner_condition
 from task_framework.store.paging import PageRequest
 from task_framework.store.tables import threads
+from task_framework.ui.common import short_ts
 
 if TYPE_CHECKING:
     from task_framework.app import Services
@@ -25,8 +26,14 @@ MAX_HISTORY_ROWS = 50_000
 """Threads read for the chart; older ones in the window are left out past this."""
 RECENT_FAILURES = 10
 STATES = ("queued", "running", "succeeded", "failed", "stopped", "timeout", "expired")
-CHART_HEIGHT = 120
-"""Pixel height of the tallest bar (SVG attributes, so the CSP needs no inline style)."""
+CHART_HEIGHT = 160
+"""Height of the tallest bar in SVG units (attributes, so the CSP needs no inline style)."""
+CHART_LEFT = 56
+"""Room for the y-axis title and values."""
+CHART_TOP = 8
+CHART_BOTTOM = 52
+"""Room for the hour labels and the x-axis title."""
+BAR_STEP = 28
 
 
 def _figures(conn: Connection, principal: Principal) -> dict[str, Any]:
@@ -44,7 +51,8 @@ def _figures(conn: Connection, principal: Principal) -> dict[str, Any]:
         select(func.min(threads.c.created_at)).where(and_(*where, threads.c.state == "queued"))
     ).scalar()
     now = utcnow()
-    since = now - timedelta(hours=HISTORY_HOURS)
+    # Whole hours, the last one still running: the axis reads 13:00, 14:00, ...
+    since = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=HISTORY_HOURS - 1)
     rows = conn.execute(
         select(threads.c.created_at, threads.c.state)
         .where(*where, threads.c.created_at >= since)
@@ -62,22 +70,69 @@ def _figures(conn: Connection, principal: Principal) -> dict[str, Any]:
     }
 
 
-def _chart(buckets: list[Counter[str]]) -> list[dict[str, Any]]:
-    """Stacked bars: one per hour, one segment per state, heights in pixels."""
+def _ticks(tallest: int) -> list[int]:
+    """Y-axis values: 0, the top and (when it is a whole number) the middle."""
+    if tallest <= 1:
+        return [0, 1]
+    middle = [tallest // 2] if tallest % 2 == 0 or tallest > 10 else []
+    return sorted({0, *middle, tallest})
+
+
+def _chart(buckets: list[Counter[str]], since: datetime) -> dict[str, Any]:
+    """Stacked bars: one per hour, one segment per state, in SVG user units.
+
+    Every part carries its own ``<title>``, so the browser shows a tooltip without
+    script; positions are attributes, so the CSP needs no inline style.
+    """
     tallest = max((sum(b.values()) for b in buckets), default=0) or 1
     bars = []
     for index, bucket in enumerate(buckets):
-        y = CHART_HEIGHT
+        start = since + timedelta(hours=index)
+        label = f"{start:%H:%M}–{start + timedelta(hours=1):%H:%M} UTC"
+        y = CHART_TOP + CHART_HEIGHT
         segments = []
+        total = sum(bucket.values())
         for state in STATES:
             count = bucket.get(state, 0)
             if not count:
                 continue
             height = max(1, round(count * CHART_HEIGHT / tallest))
             y -= height
-            segments.append({"state": state, "count": count, "y": y, "height": height})
-        bars.append({"x": index * 20, "segments": segments, "total": sum(bucket.values())})
-    return bars
+            segments.append(
+                {
+                    "state": state,
+                    "count": count,
+                    "y": y,
+                    "height": height,
+                    "title": f"{label}: {count} {state} of {total}",
+                }
+            )
+        parts = ", ".join(f"{s['count']} {s['state']}" for s in segments)
+        bars.append(
+            {
+                "x": CHART_LEFT + index * BAR_STEP,
+                "segments": segments,
+                "total": total,
+                "title": f"{label}: {total} thread(s)" + (f" ({parts})" if parts else ""),
+                "label": f"{start:%H:%M}" if index % 6 == 0 else None,
+            }
+        )
+    ticks = [
+        {"value": v, "y": CHART_TOP + CHART_HEIGHT - round(v * CHART_HEIGHT / tallest)}
+        for v in _ticks(tallest)
+    ]
+    return {
+        "bars": bars,
+        "ticks": ticks,
+        "width": CHART_LEFT + len(buckets) * BAR_STEP + 8,
+        "height": CHART_TOP + CHART_HEIGHT + CHART_BOTTOM,
+        "left": CHART_LEFT,
+        "top": CHART_TOP,
+        "plot_height": CHART_HEIGHT,
+        "bar_width": BAR_STEP - 4,
+        "step": BAR_STEP,
+        "totals": {state: sum(b.get(state, 0) for b in buckets) for state in STATES},
+    }
 
 
 async def collect(svc: Services, principal: Principal) -> dict[str, Any]:
@@ -91,9 +146,8 @@ async def collect(svc: Services, principal: Principal) -> dict[str, Any]:
         "by_state": figures["by_state"],
         "queue_depth": figures["by_state"]["queued"],
         "oldest_age_s": figures["oldest_age_s"],
-        "chart": _chart(figures["buckets"]),
-        "chart_height": CHART_HEIGHT,
-        "chart_since": figures["since"].strftime("%Y-%m-%d %H:%M UTC"),
+        "chart": _chart(figures["buckets"], figures["since"]),
+        "chart_since": short_ts(figures["since"]),
         "states": STATES,
         "failures": failures["items"],
         "workers": {"busy": busy, "idle": idle, "running": running, "free": free},

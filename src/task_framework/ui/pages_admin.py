@@ -7,19 +7,24 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy import Connection, select
 
 from task_framework.api.routes.tasks import _receive_upload
-from task_framework.errors import TaskFrameworkError, ValidationFailed
+from task_framework.errors import NotFound, TaskFrameworkError, ValidationFailed
 from task_framework.services.credentials import CredentialUpdate
 from task_framework.store.paging import PageRequest
+from task_framework.store.tables import api_keys
 from task_framework.ui.common import (
     AdminFormSession,
     AdminSession,
     StreamSession,
     Svc,
+    confirm_page,
+    flashes,
     redirect,
     render,
 )
@@ -28,6 +33,8 @@ router = APIRouter()
 
 PAGE_SIZE = 50
 HISTORY_SHOWN = 20
+NEW_KEY_FLASH = "new_key"
+DEPLOY_FLASH = "deploy_outcome"
 
 
 # -- tasks ----------------------------------------------------------------------------------
@@ -47,7 +54,16 @@ async def task_list(request: Request, session: AdminSession, svc: Svc) -> Respon
             versions.append({"info": info, "config": status})
         tasks.append({"summary": summary, "versions": versions})
     history = (await svc.deployments.history())[:HISTORY_SHOWN]
-    return render(request, "tasks.html", session, nav="tasks", tasks=tasks, history=history)
+    outcome = await flashes(request).pop(session.id, DEPLOY_FLASH)
+    return render(
+        request,
+        "tasks.html",
+        session,
+        nav="tasks",
+        tasks=tasks,
+        history=history,
+        outcome=outcome,
+    )
 
 
 @router.post("/tasks/deploy")
@@ -77,13 +93,37 @@ async def task_deploy(
             os.unlink(path)
     if "application/json" in request.headers.get("accept", ""):
         return JSONResponse(outcome, status_code=200 if outcome["ok"] else outcome["status"])
-    return render(
+    # Without script: post/redirect/get, the outcome shown once on the tasks page.
+    await flashes(request).put(session.id, DEPLOY_FLASH, outcome)
+    return redirect("/tasks", "deployed")
+
+
+@router.get("/tasks/{task_id}/delete")
+async def task_delete_confirm(
+    request: Request,
+    task_id: str,
+    session: AdminSession,
+    svc: Svc,
+    version: Annotated[str, Query(max_length=255)] = "",
+) -> Response:
+    versions = [v["version"] for v in await svc.deployments.versions(task_id)]
+    if version and version not in versions:
+        raise NotFound(f"Task {task_id}:{version} is not deployed", code="TASK_NOT_FOUND")
+    which = f"{task_id}:{version}" if version else f"every version of {task_id}"
+    return confirm_page(
         request,
-        "deployed.html",
         session,
-        status=200 if outcome["ok"] else outcome["status"],
         nav="tasks",
-        outcome=outcome,
+        title=f"Undeploy {which}?",
+        consequences=[
+            "New threads and schedule fires for it are refused until it is deployed again.",
+            "Threads already running finish; finished threads and their outputs are kept.",
+            "Deploying the same package again brings it back.",
+        ],
+        action=f"/ui/tasks/{task_id}/delete",
+        button=f"Undeploy {version or task_id}",
+        cancel="/ui/tasks",
+        fields={"version": version} if version else None,
     )
 
 
@@ -124,7 +164,7 @@ async def key_list(
         keys=items,
         pagination=envelope["pagination"],
         first_page=cursor is None,
-        created=None,
+        created=await flashes(request).pop(session.id, NEW_KEY_FLASH),
     )
 
 
@@ -143,24 +183,41 @@ async def key_create(
     created = await svc.keys.create_key(
         name=name.strip(), role=role, app_id=app_id.strip() or None, user_id=user_id.strip() or None
     )
-    page, items = await svc.keys.list_keys(
-        role=None,
-        app_id=None,
-        user_id=None,
-        include_revoked=True,
-        page=PageRequest(limit=PAGE_SIZE),
+    # Post/redirect/get: the key waits server-side for the next page, shown once.
+    await flashes(request).put(
+        session.id, NEW_KEY_FLASH, {"name": created["name"], "key": created["key"]}
     )
-    # The secret is shown on this response only.
-    return render(
+    return redirect("/keys", "key_created")
+
+
+def _key_row(conn: Connection, key_id: str) -> Any:
+    return conn.execute(
+        select(api_keys.c.name, api_keys.c.prefix, api_keys.c.revoked_at).where(
+            api_keys.c.id == key_id
+        )
+    ).first()
+
+
+@router.get("/keys/{key_id}/revoke")
+async def key_revoke_confirm(
+    request: Request, key_id: str, session: AdminSession, svc: Svc
+) -> Response:
+    key = await svc.db.tx(_key_row, key_id)
+    if key is None or key.revoked_at is not None:
+        raise NotFound(f"Key {key_id} not found or already revoked", code="KEY_NOT_FOUND")
+    return confirm_page(
         request,
-        "keys.html",
         session,
-        status=201,
         nav="keys",
-        keys=items,
-        pagination=page.envelope(items)["pagination"],
-        first_page=True,
-        created=created,
+        title=f"Revoke the key {key.name}?",
+        consequences=[
+            f"Requests with it (prefix {key.prefix}…) are refused from now on.",
+            "UI sessions signed in with it end.",
+            "This cannot be undone: a new key has a new secret.",
+        ],
+        action=f"/ui/keys/{key_id}/revoke",
+        button="Revoke key",
+        cancel="/ui/keys",
     )
 
 
@@ -191,6 +248,27 @@ async def credential_put(
         name, CredentialUpdate(value=value or None, description=description or None)
     )
     return redirect("/credentials", "saved")
+
+
+@router.get("/credentials/{name}/delete")
+async def credential_delete_confirm(
+    request: Request, name: str, session: AdminSession, svc: Svc
+) -> Response:
+    await svc.credentials.get(name)  # 404 when it is gone already
+    return confirm_page(
+        request,
+        session,
+        nav="credentials",
+        title=f"Delete the credential {name}?",
+        consequences=[
+            "Its encrypted value is deleted.",
+            "Task settings that refer to it become missing for new threads.",
+            "This cannot be undone.",
+        ],
+        action=f"/ui/credentials/{quote(name, safe='')}/delete",
+        button="Delete credential",
+        cancel="/ui/credentials",
+    )
 
 
 @router.post("/credentials/{name}/delete")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -24,21 +23,28 @@ from task_framework.ui.common import (
     StreamSession,
     Svc,
     UiSession,
+    confirm_page,
+    flashes,
     form_text,
     parse_json_field,
     redirect,
     render,
+    short_ts,
 )
 
 router = APIRouter()
 
 PAGE_SIZE = 25
 PREVIEW_FIRES = 5
+DELIVERY_PAGE = 100
+"""Delivery attempts read per page of a webhook (grouped by event for display)."""
+PENDING_SHOWN = 50
+NEW_WEBHOOK_FLASH = "new_webhook"
 CursorQuery = Annotated[str | None, Query(max_length=2048)]
 
 
-def _page(cursor: str | None) -> PageRequest:
-    return PageRequest(limit=PAGE_SIZE, cursor=cursor or None)
+def _page(cursor: str | None, size: int = PAGE_SIZE) -> PageRequest:
+    return PageRequest(limit=size, cursor=cursor or None)
 
 
 # -- files ----------------------------------------------------------------------------------
@@ -89,6 +95,29 @@ async def file_download(file_ref: str, session: UiSession, svc: Svc) -> Response
     )
 
 
+@router.get("/files/{file_ref}/delete")
+async def file_delete_confirm(
+    request: Request, file_ref: str, session: UiSession, svc: Svc
+) -> Response:
+    check_file_ref(file_ref)
+    download = await svc.files.open(session.principal, file_ref, range_header=None, body=False)
+    info = download.info
+    return confirm_page(
+        request,
+        session,
+        nav="files",
+        title=f"Delete the file {info['filename'] or file_ref}?",
+        consequences=[
+            f"The file ({download.length} bytes) is deleted from storage.",
+            "Artifacts that point to it can no longer be downloaded.",
+            "This cannot be undone.",
+        ],
+        action=f"/ui/files/{file_ref}/delete",
+        button="Delete file",
+        cancel="/ui/files",
+    )
+
+
 @router.post("/files/{file_ref}/delete")
 async def file_delete(file_ref: str, session: FormSession, svc: Svc) -> Response:
     await svc.files.delete(session.principal, file_ref)
@@ -117,7 +146,7 @@ def next_fires(cron: str, timezone: str, count: int = PREVIEW_FIRES) -> list[dic
         fires.append(
             {
                 "local": found.astimezone(zone).strftime("%a %Y-%m-%d %H:%M %Z"),
-                "utc": found.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                "utc": short_ts(found),
             }
         )
         current = found
@@ -204,6 +233,48 @@ async def schedule_detail(
 _SCHEDULE_ACTIONS = {"pause": "paused", "resume": "resumed", "cancel": "canceled"}
 
 
+@router.get("/schedules/{schedule_id}/cancel")
+async def schedule_cancel_confirm(
+    request: Request, schedule_id: str, session: UiSession, svc: Svc
+) -> Response:
+    schedule = await svc.schedules.get(session.principal, schedule_id)
+    return confirm_page(
+        request,
+        session,
+        nav="schedules",
+        title=f"Cancel schedule {schedule_id}?",
+        consequences=[
+            f"It no longer fires ({schedule['cron']}, {schedule['timezone']}) and cannot "
+            "be resumed or run by hand; pause it instead to stop it for a while.",
+            "Its runs and the threads they started are kept.",
+        ],
+        action=f"/ui/schedules/{schedule_id}/cancel",
+        button="Cancel schedule",
+        cancel=f"/ui/schedules/{schedule_id}",
+    )
+
+
+@router.get("/schedules/{schedule_id}/delete")
+async def schedule_delete_confirm(
+    request: Request, schedule_id: str, session: UiSession, svc: Svc
+) -> Response:
+    schedule = await svc.schedules.get(session.principal, schedule_id)
+    return confirm_page(
+        request,
+        session,
+        nav="schedules",
+        title=f"Delete schedule {schedule_id}?",
+        consequences=[
+            f"It no longer fires ({schedule['cron']}, {schedule['timezone']}).",
+            "Its run history is deleted; threads it started are kept.",
+            "This cannot be undone.",
+        ],
+        action=f"/ui/schedules/{schedule_id}/delete",
+        button="Delete schedule",
+        cancel=f"/ui/schedules/{schedule_id}",
+    )
+
+
 @router.post("/schedules/{schedule_id}/{action}")
 async def schedule_action(
     schedule_id: str, action: str, session: FormSession, svc: Svc
@@ -254,19 +325,23 @@ async def webhook_create(request: Request, session: FormSession, svc: Svc) -> Re
     if events:
         payload["events"] = {"include": events}
     created = await svc.webhooks.create(session.principal, WebhookCreateRequest(**payload))
-    deliveries = {"items": [], "pagination": {"has_more": False, "cursor": None, "total": 0}}
-    # The secret is shown once, on this page, and never again.
-    return render(
-        request,
-        "webhook.html",
-        session,
-        status=201,
-        nav="webhooks",
-        webhook=created,
-        deliveries=deliveries["items"],
-        pagination=deliveries["pagination"],
-        first_page=True,
+    # Post/redirect/get: the secret waits server-side for the next page, shown once.
+    await flashes(request).put(
+        session.id, NEW_WEBHOOK_FLASH, {"id": created["id"], "secret": created["secret"]}
     )
+    return redirect(f"/webhooks/{created['id']}", "webhook_created")
+
+
+def _by_event(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Attempts grouped by event, newest attempt first: one row per event, not per try."""
+    groups: dict[str, dict[str, Any]] = {}
+    for row in sorted(rows, key=lambda d: (d["timestamp"], d["attempt"]), reverse=True):
+        group = groups.get(row["event_id"])
+        if group is None:
+            groups[row["event_id"]] = {"latest": row, "attempts": [row]}
+        else:
+            group["attempts"].append(row)
+    return list(groups.values())
 
 
 @router.get("/webhooks/{webhook_id}")
@@ -274,17 +349,30 @@ async def webhook_detail(
     request: Request, webhook_id: str, session: UiSession, svc: Svc, cursor: CursorQuery = None
 ) -> Response:
     webhook = await svc.webhooks.get(session.principal, webhook_id)
-    deliveries = await svc.webhooks.list_deliveries(
-        session.principal, webhook_id, DeliveryFilters(), _page(cursor)
+    shown = await flashes(request).pop(session.id, NEW_WEBHOOK_FLASH)
+    if shown is not None and shown["id"] == webhook_id:
+        webhook = {**webhook, "secret": shown["secret"]}
+    # Pending retries are due in the future: listed apart, soonest first, with their time.
+    pending = await svc.webhooks.list_deliveries(
+        session.principal,
+        webhook_id,
+        DeliveryFilters(status="pending"),
+        PageRequest(limit=PENDING_SHOWN),
     )
+    history = await svc.webhooks.list_deliveries(
+        session.principal, webhook_id, DeliveryFilters(), _page(cursor, DELIVERY_PAGE)
+    )
+    done = [d for d in history["items"] if d["status"] != "pending"]
     return render(
         request,
         "webhook.html",
         session,
         nav="webhooks",
         webhook=webhook,
-        deliveries=deliveries["items"],
-        pagination=deliveries["pagination"],
+        pending=sorted(pending["items"], key=lambda d: d["timestamp"]),
+        pending_total=pending["pagination"]["total"],
+        events=_by_event(done),
+        pagination=history["pagination"],
         first_page=cursor is None,
     )
 
@@ -295,6 +383,27 @@ async def webhook_redeliver(
 ) -> Response:
     await svc.webhooks.redeliver(session.principal, webhook_id, delivery_id)
     return redirect(f"/webhooks/{webhook_id}", "redelivered")
+
+
+@router.get("/webhooks/{webhook_id}/delete")
+async def webhook_delete_confirm(
+    request: Request, webhook_id: str, session: UiSession, svc: Svc
+) -> Response:
+    webhook = await svc.webhooks.get(session.principal, webhook_id)
+    return confirm_page(
+        request,
+        session,
+        nav="webhooks",
+        title=f"Delete the webhook to {webhook['url']}?",
+        consequences=[
+            "No more events are sent to this URL; pending retries are dropped.",
+            "Its delivery history is deleted.",
+            "This cannot be undone: a new webhook gets a new signing secret.",
+        ],
+        action=f"/ui/webhooks/{webhook_id}/delete",
+        button="Delete webhook",
+        cancel=f"/ui/webhooks/{webhook_id}",
+    )
 
 
 @router.post("/webhooks/{webhook_id}/delete")

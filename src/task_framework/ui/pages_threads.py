@@ -21,15 +21,18 @@ from task_framework.models.threads import (
 from task_framework.services.streams import StreamItem, ThreadStreams, close_quietly
 from task_framework.services.threads import ThreadFilters
 from task_framework.store.paging import PageRequest
+from task_framework.ui import retries
 from task_framework.ui.common import (
     FormSession,
     Svc,
     UiSession,
+    confirm_page,
     form_text,
     parse_json_field,
     redirect,
     render,
 )
+from task_framework.ui.sessions import Session
 
 router = APIRouter()
 
@@ -122,20 +125,59 @@ async def thread_create(request: Request, session: FormSession, svc: Svc) -> Res
     return redirect(f"/threads/{thread['id']}", "created")
 
 
+async def _log_window(
+    svc: Svc, session: Session, thread_id: str, log_to: int | None
+) -> dict[str, Any]:
+    """Up to ``LOG_PAGE`` lines ending at line ``log_to`` (1-based), the latest by default.
+
+    Paging is anchored at the end, so the first view of a long log shows how it ended
+    (the final error) and "earlier" steps back one window at a time.
+    """
+    count = await svc.threads.logs(session.principal, thread_id, None, PageRequest(limit=1))
+    total = int(count["pagination"]["total"])
+    last = total if log_to is None else max(0, min(log_to, total))
+    first = max(1, last - LOG_PAGE + 1)
+    items: list[dict[str, Any]] = []
+    if last:
+        page = PageRequest(limit=last - first + 1, offset=first - 1)
+        items = (await svc.threads.logs(session.principal, thread_id, None, page))["items"]
+        last = first + len(items) - 1
+    return {
+        "lines": items,
+        "first": first if items else 0,
+        "last": last if items else 0,
+        "total": total,
+        "at_end": not items or last >= total,
+        "earlier": first - 1 if items and first > 1 else None,
+        "later": min(total, last + LOG_PAGE) if items and last < total else None,
+        "first_window": min(total, LOG_PAGE) if items and first > 1 else None,
+        "page": LOG_PAGE,
+    }
+
+
 @router.get("/threads/{thread_id}")
-async def thread_detail(request: Request, thread_id: str, session: UiSession, svc: Svc) -> Response:
+async def thread_detail(
+    request: Request,
+    thread_id: str,
+    session: UiSession,
+    svc: Svc,
+    log_to: Annotated[int | None, Query(ge=1)] = None,
+) -> Response:
     thread = await svc.threads.get(session.principal, thread_id)
-    logs = await svc.threads.logs(session.principal, thread_id, None, PageRequest(limit=LOG_PAGE))
+    log = await _log_window(svc, session, thread_id, log_to)
     files = [a for a in thread["artifacts"] if a.get("file_ref")]
+    lineage = await retries.lineage(svc, session.principal, thread)
     return render(
         request,
         "thread.html",
         session,
         nav="threads",
         thread=thread,
-        logs=logs["items"],
+        log=log,
+        logs=log["lines"],
         files=files,
         terminal=thread["state"] in TERMINAL_STATES,
+        **lineage,
     )
 
 
@@ -147,14 +189,39 @@ async def thread_stop(thread_id: str, session: FormSession, svc: Svc) -> Respons
 
 @router.post("/threads/{thread_id}/retry")
 async def thread_retry(thread_id: str, session: FormSession, svc: Svc) -> Response:
+    original = await svc.threads.get(session.principal, thread_id)
     thread, _ = await svc.threads.retry(
         session.principal,
         thread_id,
         ThreadRetryRequest(mode="async"),
         task_id=None,
         version=None,
+        name=original["name"],
+        metadata={retries.RETRY_OF_KEY: thread_id},
     )
     return redirect(f"/threads/{thread['id']}", "retried")
+
+
+@router.get("/threads/{thread_id}/delete")
+async def thread_delete_confirm(
+    request: Request, thread_id: str, session: UiSession, svc: Svc
+) -> Response:
+    thread = await svc.threads.get(session.principal, thread_id)
+    label = thread["name"] or thread["id"]
+    return confirm_page(
+        request,
+        session,
+        nav="threads",
+        title=f"Delete thread {label}?",
+        consequences=[
+            "The thread, its outputs, problems, events and log lines are deleted.",
+            "Files that no other thread or schedule uses are deleted too.",
+            "This cannot be undone.",
+        ],
+        action=f"/ui/threads/{thread_id}/delete",
+        button="Delete thread",
+        cancel=f"/ui/threads/{thread_id}",
+    )
 
 
 @router.post("/threads/{thread_id}/delete")
@@ -184,8 +251,13 @@ async def thread_events(
     session: UiSession,
     svc: Svc,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=200)] = None,
+    after: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
     """The API's event stream (events and log lines), authenticated by the session."""
-    items = await ThreadStreams(svc.db).open(session.principal, thread_id, after=last_event_id)
+    # EventSource cannot send Last-Event-ID on its first request: the page passes the
+    # position it rendered up to as ``after``, so the live view continues from there.
+    items = await ThreadStreams(svc.db).open(
+        session.principal, thread_id, after=last_event_id or after
+    )
     headers: dict[str, Any] = {"X-Accel-Buffering": "no"}
     return StreamingResponse(_sse(items), media_type=SSE_MEDIA_TYPE, headers=headers)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import secrets
 from typing import TYPE_CHECKING, Annotated
+from urllib.parse import urlencode
 
-from fastapi import FastAPI, Form, Request
+from fastapi import FastAPI, Form, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from task_framework.api.deps import client_address
@@ -31,8 +33,10 @@ from task_framework.ui.common import (
     UiSession,
     redirect,
     render,
+    safe_next,
     session_store,
 )
+from task_framework.ui.flash import FlashStore
 from task_framework.ui.sessions import COOKIE_NAME, COOKIE_PATH, SessionStore
 
 if TYPE_CHECKING:
@@ -86,24 +90,63 @@ def _wants_json(request: Request) -> bool:
     return "application/json" in request.headers.get("accept", "")
 
 
-def _error_page(request: Request, status: int, message: str) -> Response:
+async def _error_page(request: Request, status: int, message: str) -> Response:
     if _wants_json(request):
         return JSONResponse({"error": message, "status": status}, status_code=status)
-    return render(request, "error.html", None, status=status, status_code=status, message=message)
+    # Inside the normal layout: a signed-in operator keeps the navigation.
+    session = await session_store(request).resolve(request.cookies.get(COOKIE_NAME))
+    return render(
+        request, "error.html", session, status=status, status_code=status, message=message
+    )
+
+
+def _route_path(request: Request) -> str:
+    path = request.url.path
+    return path[len(UI_PREFIX) :] if path.startswith(UI_PREFIX + "/") else path
+
+
+def _form_page(app: FastAPI, path: str) -> str:
+    """The page a form posted to ``path`` lives on: the longest prefix of ``path`` that
+    is a GET page (``/threads/x/stop`` → ``/threads/x``, ``/keys/k/revoke`` → ``/keys``)."""
+    parts = path.rstrip("/").split("/")
+    while len(parts) > 1:
+        candidate = "/".join(parts)
+        scope = {"type": "http", "path": candidate, "root_path": "", "method": "GET"}
+        for route in app.router.routes:
+            if not isinstance(route, Mount) and route.matches(scope)[0] == Match.FULL:
+                return candidate
+        parts.pop()
+    return "/"
+
+
+def _sign_in_redirect(next_page: str, done: str | None) -> Response:
+    query = {"next": next_page} if next_page not in ("/ui/", "/ui") else {}
+    if done:
+        query["done"] = done
+    target = f"{UI_PREFIX}/login" + (f"?{urlencode(query)}" if query else "")
+    return RedirectResponse(target, status_code=303)
 
 
 def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(SignInRequired)
     async def _sign_in(request: Request, _: Exception) -> Response:
-        if _wants_json(request) or request.method != "GET":
+        # Scripts (uploads, previews) ask for JSON and get a 401; a browser form or page
+        # goes to the sign-in form, which then brings the operator back.
+        if _wants_json(request):
             return JSONResponse({"error": "Sign in first", "status": 401}, status_code=401)
         had_cookie = COOKIE_NAME in request.cookies
-        return redirect("/login", "expired" if had_cookie else None)
+        if request.method == "GET":
+            here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return _sign_in_redirect(here, "expired" if had_cookie else None)
+        # A POST body is not kept: it may hold secrets (a key, a credential value) and
+        # replaying it after sign-in would act without the operator seeing the form.
+        page = UI_PREFIX + _form_page(app, _route_path(request))
+        return _sign_in_redirect(page, "form_expired")
 
     @app.exception_handler(TaskFrameworkError)
     async def _service_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, TaskFrameworkError)
-        return _error_page(request, exc.status, exc.message)
+        return await _error_page(request, exc.status, exc.message)
 
     @app.exception_handler(ValidationError)
     async def _invalid(request: Request, exc: Exception) -> Response:
@@ -111,19 +154,19 @@ def _install_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         message = str(errors[0]["msg"]) if errors else "invalid input"
         where = ".".join(str(part) for part in errors[0]["loc"]) if errors else ""
-        return _error_page(request, 400, f"{where}: {message}" if where else message)
+        return await _error_page(request, 400, f"{where}: {message}" if where else message)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {"msg": "invalid input"}
-        return _error_page(request, 400, f"Invalid request: {first['msg']}")
+        return await _error_page(request, 400, f"Invalid request: {first['msg']}")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         text = "This page does not exist." if exc.status_code == 404 else str(exc.detail)
-        return _error_page(request, exc.status_code, text)
+        return await _error_page(request, exc.status_code, text)
 
 
 def create_ui_app(svc: Services) -> ASGIApp:
@@ -131,13 +174,19 @@ def create_ui_app(svc: Services) -> ASGIApp:
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     app.state.services = svc
     app.state.sessions = SessionStore(svc.db, svc.keys)
+    app.state.flashes = FlashStore(svc.db, svc.secret_box)
     _install_handlers(app)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     @app.get("/login")
-    async def login_form(request: Request) -> Response:
+    async def login_form(
+        request: Request,
+        next_page: Annotated[str | None, Query(alias="next", max_length=2048)] = None,
+    ) -> Response:
         token = secrets.token_urlsafe(32)
-        response = render(request, "login.html", None, login_token=token, error=None)
+        response = render(
+            request, "login.html", None, login_token=token, error=None, next=safe_next(next_page)
+        )
         _set_cookie(request, response, LOGIN_COOKIE, token, max_age=3600)
         return response
 
@@ -148,6 +197,7 @@ def create_ui_app(svc: Services) -> ASGIApp:
         app_id: Annotated[str, Form(max_length=255)] = "",
         user_id: Annotated[str, Form(max_length=255)] = "",
         login_token: Annotated[str, Form(max_length=128)] = "",
+        next_page: Annotated[str, Form(alias="next", max_length=2048)] = "",
     ) -> Response:
         expected = request.cookies.get(LOGIN_COOKIE, "")
         if not expected or not secrets.compare_digest(expected, login_token):
@@ -177,13 +227,15 @@ def create_ui_app(svc: Services) -> ASGIApp:
                 status=exc.status,
                 login_token=token,
                 error=message,
+                next=safe_next(next_page),
             )
             _set_cookie(request, response, LOGIN_COOKIE, token, max_age=3600)
             if "retry_after" in exc.extra:
                 response.headers["Retry-After"] = str(exc.extra["retry_after"])
             return response
         token, _ = await session_store(request).create(api_key.strip(), principal)
-        done = redirect("/")
+        back = safe_next(next_page)
+        done = RedirectResponse(back, status_code=303) if back else redirect("/")
         _set_cookie(request, done, COOKIE_NAME, token, max_age=None)
         done.delete_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
         return done

@@ -18,24 +18,79 @@
     holder.replaceChildren(text("span", value, "state state-" + value.replace(/[^a-z_]/g, "")));
   }
 
+  // The log box of the latest lines is a column-reverse flexbox: its scrollTop is 0 at
+  // the bottom and negative above it. Other log pages scroll the usual way.
+  function reversed(el) { return getComputedStyle(el).flexDirection === "column-reverse"; }
+
+  function atBottom(el) {
+    var fromBottom = reversed(el) ? -el.scrollTop : el.scrollHeight - el.scrollTop - el.clientHeight;
+    return fromBottom < 8;
+  }
+
+  function toBottom(el) { el.scrollTop = reversed(el) ? 0 : el.scrollHeight; }
+
   function liveThread() {
     var live = document.getElementById("live");
-    if (!live || live.dataset.terminal === "true" || !window.EventSource) { return; }
     var log = document.getElementById("log");
+    var box = document.getElementById("log-box");
+    var atEnd = live && live.dataset.atEnd === "true";
+    if (!live || live.dataset.terminal === "true" || !window.EventSource) { return; }
     var note = document.getElementById("live-note");
-    var cleared = false;
-    var source = new EventSource(live.dataset.events);
+    var lastEl = document.getElementById("log-last");
+    var totalEl = document.getElementById("log-total");
+    var followBox = document.getElementById("log-follow");
+    var toggle = document.getElementById("log-follow-toggle");
+    var followState = document.getElementById("log-follow-state");
+    var url = live.dataset.events;
+    if (live.dataset.after) { url += "?after=" + encodeURIComponent(live.dataset.after); }
+    var source = new EventSource(url);
+    var follow = true;
+
+    function setFollow(value) {
+      follow = value;
+      if (toggle) { toggle.checked = value; }
+      if (followState) {
+        followState.textContent = value ? "" : "Paused: scroll to the bottom or tick the box to follow again.";
+      }
+      if (value) { toBottom(box); }
+    }
+
+    if (atEnd && followBox) {
+      followBox.hidden = false;
+      // Scrolling up pauses following; scrolling back to the bottom resumes it.
+      box.addEventListener("scroll", function () {
+        var bottom = atBottom(box);
+        if (bottom !== follow) { setFollow(bottom); }
+      });
+      toggle.addEventListener("change", function () { setFollow(toggle.checked); });
+    }
+
+    function bump(el) {
+      if (el) { el.textContent = String(parseInt(el.textContent || "0", 10) + 1); }
+    }
 
     function addLine(data) {
-      if (!cleared) { log.textContent = ""; cleared = true; }
       var empty = document.getElementById("log-empty");
       if (empty) { empty.remove(); }
       var line = data.timestamp + " [" + data.stream + (data.level ? " " + data.level : "") + "] " + data.message + "\n";
+      var fromTop = box.scrollHeight - box.clientHeight + box.scrollTop;
       log.appendChild(document.createTextNode(line));
-      log.scrollTop = log.scrollHeight;
+      bump(lastEl);
+      bump(totalEl);
+      if (follow) {
+        toBottom(box);
+      } else if (reversed(box)) {
+        // Anchored at the bottom, the text could move up under the reader (browsers
+        // without scroll anchoring): keep the same distance from the top.
+        box.scrollTop = fromTop - (box.scrollHeight - box.clientHeight);
+      }
     }
 
-    source.addEventListener("log", function (event) { addLine(JSON.parse(event.data)); });
+    // Reading earlier lines: new lines belong on the latest page, not after these (and
+    // the stream replays lines already counted in the total), so they are left out.
+    if (atEnd) {
+      source.addEventListener("log", function (event) { addLine(JSON.parse(event.data)); });
+    }
     source.addEventListener("thread.started", function () { setState("running"); });
     source.addEventListener("thread.problem", function (event) {
       var data = JSON.parse(event.data);
