@@ -40,4 +40,9 @@ class UniqueViolation(StoreError, Conflict):
 
 
 class RecordNotFound(StoreError, NotFound):
-    """The record an operation names does not exist."""
+    """The record an operation names does not exist; ``missing`` names the records an
+    operation needed and did not find, when it needed several."""
+
+    def __init__(self, message: str, *, missing: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.missing = missing
