@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy import Connection, Row, bindparam, func, insert, select
 
 from task_framework.store.base import Tx
 from task_framework.store.database import Database
@@ -23,11 +23,15 @@ __all__ = ["SqlSettingsStore"]
 _VALUE = Prepared(select(settings_kv.c.value).where(settings_kv.c.key == bindparam("key")))
 
 
+def _record(row: Row[Any]) -> SettingRecord:
+    return SettingRecord(
+        key=row.key, value=row.value, updated_at=row.updated_at, updated_by=row.updated_by
+    )
+
+
 def _snapshot(conn: Connection, keys: Collection[str]) -> SettingsSnapshot:
     records = {
-        row.key: SettingRecord(
-            key=row.key, value=row.value, updated_at=row.updated_at, updated_by=row.updated_by
-        )
+        row.key: _record(row)
         for row in conn.execute(select(settings_kv).where(settings_kv.c.key.in_(list(keys))))
     }
     counts: dict[str, int] = dict(
@@ -63,7 +67,7 @@ class SqlSettingsStore:
             return False
         with translated(f"Setting {record.key!r}"):
             conn.execute(
-                settings_kv.insert().values(
+                insert(settings_kv).values(
                     key=record.key,
                     value=record.value,
                     updated_at=record.updated_at,
@@ -76,11 +80,7 @@ class SqlSettingsStore:
         row = await self._db.tx(
             lambda conn: conn.execute(select(settings_kv).where(settings_kv.c.key == key)).first()
         )
-        if row is None:
-            return None
-        return SettingRecord(
-            key=row.key, value=row.value, updated_at=row.updated_at, updated_by=row.updated_by
-        )
+        return None if row is None else _record(row)
 
     async def read(self, keys: Collection[str]) -> SettingsSnapshot:
         return await self._db.tx(_snapshot, keys)
