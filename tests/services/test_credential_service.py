@@ -16,8 +16,8 @@ from task_framework.store.sql import SqlVaultStore
 
 
 @pytest.fixture
-def vault(db: Database) -> SqlVaultStore:
-    return SqlVaultStore(db)
+def vault(sqlite_db: Database) -> SqlVaultStore:
+    return SqlVaultStore(sqlite_db)
 
 
 @pytest.fixture
@@ -62,8 +62,8 @@ class _LosesTheRace(SqlVaultStore):
         return await super().update_credential(name, change, at)
 
 
-async def test_a_put_that_loses_a_create_race_becomes_an_update(db: Database) -> None:
-    service = CredentialService(_LosesTheRace(db))
+async def test_a_put_that_loses_a_create_race_becomes_an_update(sqlite_db: Database) -> None:
+    service = CredentialService(_LosesTheRace(sqlite_db))
     service.encryptor = Encryptor([Fernet.generate_key()])
     shown = await service.put("token", CredentialUpdate(value="mine", description="mine"))
     assert shown["description"] == "mine"

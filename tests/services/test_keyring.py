@@ -16,8 +16,8 @@ from task_framework.store.sql import SqlKeyStore
 
 
 @pytest.fixture
-def ring(db: Database) -> KeyRing:
-    return KeyRing(SqlKeyStore(db), api_keys=[], admin_api_keys=[])
+def ring(sqlite_db: Database) -> KeyRing:
+    return KeyRing(SqlKeyStore(sqlite_db), api_keys=[], admin_api_keys=[])
 
 
 async def test_a_created_key_authenticates_until_revoked(ring: KeyRing) -> None:
@@ -50,12 +50,14 @@ async def test_expired_keys_and_admin_counts(ring: KeyRing) -> None:
     assert who.is_admin
 
 
-async def test_use_is_recorded_and_listing_hides_revoked_keys(db: Database, ring: KeyRing) -> None:
+async def test_use_is_recorded_and_listing_hides_revoked_keys(
+    sqlite_db: Database, ring: KeyRing
+) -> None:
     kept = await ring.create_key(name="kept", role="user", app_id="a", user_id="u")
     gone = await ring.create_key(name="gone", role="user", app_id="a", user_id="u")
     await ring.revoke_key(gone["id"])
     assert await ring.is_active(kept["key"])
-    stored = await SqlKeyStore(db).find_by_hash(hash_key(kept["key"]))
+    stored = await SqlKeyStore(sqlite_db).find_by_hash(hash_key(kept["key"]))
     assert stored is not None
     assert stored.last_used_at is not None
     page, items = await ring.list_keys(
@@ -64,5 +66,5 @@ async def test_use_is_recorded_and_listing_hides_revoked_keys(db: Database, ring
     assert [i["name"] for i in items] == ["kept"]
     assert page.total == 1
     assert "key" not in items[0]
-    listed = await SqlKeyStore(db).list(KeyFilter(include_revoked=True), PageRequest())
+    listed = await SqlKeyStore(sqlite_db).list(KeyFilter(include_revoked=True), PageRequest())
     assert {r.name for r in listed.rows} == {"kept", "gone"}

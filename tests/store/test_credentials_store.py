@@ -20,8 +20,8 @@ from task_framework.store.sql import SqlVaultStore
 
 
 @pytest.fixture
-def store(db: Database) -> VaultStore:
-    return SqlVaultStore(db)
+def store(store_db: Database) -> VaultStore:
+    return SqlVaultStore(store_db)
 
 
 def _credential(name: str, **fields: object) -> CredentialRecord:

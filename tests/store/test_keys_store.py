@@ -18,8 +18,8 @@ from task_framework.store.sql import SqlKeyStore
 
 
 @pytest.fixture
-def store(db: Database) -> KeyStore:
-    return SqlKeyStore(db)
+def store(store_db: Database) -> KeyStore:
+    return SqlKeyStore(store_db)
 
 
 def _key(name: str = "k", **fields: object) -> ApiKeyRecord:

@@ -19,17 +19,19 @@ from task_framework.store.tables import threads
 
 
 @pytest.fixture
-def store(db: Database) -> SettingsStore:
-    return SqlSettingsStore(db)
+def store(store_db: Database) -> SettingsStore:
+    return SqlSettingsStore(store_db)
 
 
-async def test_get_and_value_in_see_what_put_stored(db: Database, store: SettingsStore) -> None:
+async def test_get_and_value_in_see_what_put_stored(
+    store_db: Database, store: SettingsStore
+) -> None:
     assert await store.get("limit") is None
-    assert await db.tx(store.value_in, "limit") is None
+    assert await store_db.tx(store.value_in, "limit") is None
     record = SettingRecord("limit", 4, utcnow(), "ops")
     await store.put(record, then_read=[])
     assert await store.get("limit") == record
-    assert await db.tx(store.value_in, "limit") == 4
+    assert await store_db.tx(store.value_in, "limit") == 4
 
 
 async def test_put_replaces_and_returns_what_it_reads_after(store: SettingsStore) -> None:
@@ -44,16 +46,16 @@ async def test_put_replaces_and_returns_what_it_reads_after(store: SettingsStore
     assert await store.get("other") == other
 
 
-async def test_add_in_stores_only_when_absent(db: Database, store: SettingsStore) -> None:
+async def test_add_in_stores_only_when_absent(store_db: Database, store: SettingsStore) -> None:
     first = SettingRecord("started", "2026-01-01T00:00:00Z", utcnow())
     later = SettingRecord("started", "2027-01-01T00:00:00Z", utcnow() + timedelta(1))
-    assert await db.tx(store.add_in, first) is True
-    assert await db.tx(store.add_in, later) is False
+    assert await store_db.tx(store.add_in, first) is True
+    assert await store_db.tx(store.add_in, later) is False
     assert await store.get("started") == first
 
 
 async def test_add_in_belongs_to_the_callers_transaction(
-    db: Database, store: SettingsStore
+    store_db: Database, store: SettingsStore
 ) -> None:
     record = SettingRecord("started", "now", utcnow())
 
@@ -63,11 +65,13 @@ async def test_add_in_belongs_to_the_callers_transaction(
         raise NotFound("roll back")
 
     with pytest.raises(NotFound):
-        await db.tx(add_then_fail)
+        await store_db.tx(add_then_fail)
     assert await store.get("started") is None
 
 
-async def test_read_counts_running_and_queued_threads(db: Database, store: SettingsStore) -> None:
+async def test_read_counts_running_and_queued_threads(
+    store_db: Database, store: SettingsStore
+) -> None:
     def add_threads(conn: Connection) -> None:
         for state in ("running", "queued", "queued", "succeeded", "failed"):
             conn.execute(
@@ -83,6 +87,6 @@ async def test_read_counts_running_and_queued_threads(db: Database, store: Setti
 
     empty = await store.read(["limit"])
     assert (empty.records, empty.running_threads, empty.queued_threads) == ({}, 0, 0)
-    await db.tx(add_threads)
+    await store_db.tx(add_threads)
     snapshot = await store.read(["limit"])
     assert (snapshot.running_threads, snapshot.queued_threads) == (1, 2)

@@ -35,16 +35,16 @@ def test_store_errors_keep_the_responses_they_had_before_the_port() -> None:
 
 
 async def test_an_unreachable_database_is_store_unavailable() -> None:
-    db = Database("postgresql://postgres@127.0.0.1:1/nowhere")  # nothing listens on port 1
+    unreachable = Database("postgresql://postgres@127.0.0.1:1/nowhere")  # nothing listens on port 1
     try:
         with pytest.raises(StoreUnavailable) as caught:
-            await db.ping()
+            await unreachable.ping()
         assert caught.value.__cause__ is not None
     finally:
-        await db.close()
+        await unreachable.close()
 
 
-async def test_integrity_errors_become_store_errors(db: Database) -> None:
+async def test_integrity_errors_become_store_errors(store_db: Database) -> None:
     row = {
         "id": new_id("apikey"),
         "name": "k",
@@ -57,10 +57,10 @@ async def test_integrity_errors_become_store_errors(db: Database) -> None:
     def add(conn: Connection, values: dict[str, object]) -> None:
         conn.execute(insert(api_keys).values(**values))
 
-    await db.tx(add, row)
+    await store_db.tx(add, row)
     with pytest.raises(UniqueViolation) as duplicate, translated("API key"):
-        await db.tx(add, {**row, "id": new_id("apikey")})
+        await store_db.tx(add, {**row, "id": new_id("apikey")})
     assert duplicate.value.__cause__ is not None
     with pytest.raises(StoreError) as refused, translated("API key"):
-        await db.tx(add, {**row, "id": new_id("apikey"), "key_hash": "b" * 64, "name": None})
+        await store_db.tx(add, {**row, "id": new_id("apikey"), "key_hash": "b" * 64, "name": None})
     assert not isinstance(refused.value, UniqueViolation)
