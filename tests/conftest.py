@@ -7,6 +7,7 @@ each test gets a fresh database on it). Locally they skip when it is unset; with
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import uuid
@@ -23,6 +24,7 @@ from fastapi import FastAPI
 from procs import readable_by_workers
 from task_framework.app import Services, create_app
 from task_framework.settings import Settings
+from task_framework.store.database import Database
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HELLO_TASK = REPO_ROOT / "examples" / "hello"
@@ -64,6 +66,29 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'records.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+@pytest.fixture
+async def store_db(database_url: str) -> AsyncIterator[Database]:
+    """A migrated records database of its own, on SQLite and on PostgreSQL (store
+    contract suites)."""
+    database = Database(database_url)
+    await asyncio.to_thread(database.migrate)
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated SQLite records database of its own (fast service tests)."""
+    database = Database(f"sqlite:///{tmp_path / 'records.db'}")
+    await asyncio.to_thread(database.migrate)
+    try:
+        yield database
+    finally:
+        await database.close()
 
 
 @pytest.fixture(scope="session")

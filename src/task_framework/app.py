@@ -69,6 +69,7 @@ from task_framework.storage import build_storage
 from task_framework.store import notify
 from task_framework.store.database import Database
 from task_framework.store.notify import Listener
+from task_framework.store.sql import SqlKeyStore, SqlSettingsStore, SqlVaultStore
 from task_framework.ui.routes import create_ui_app
 
 log = logging.getLogger("task_framework.app")
@@ -164,9 +165,12 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         uid_base=settings.sandbox_uid_base,
     )
     runner = runner or _build_runner(settings, metrics, sandbox)
-    settings_service = SettingsService(db, default_max_concurrent=settings.max_concurrent_threads)
-    credentials = CredentialService(db)
-    task_configs = TaskConfigService(db, registry, credentials)
+    settings_service = SettingsService(
+        SqlSettingsStore(db), default_max_concurrent=settings.max_concurrent_threads
+    )
+    vault = SqlVaultStore(db)
+    credentials = CredentialService(vault)
+    task_configs = TaskConfigService(vault, registry, credentials)
     executor = Executor(
         db=db,
         runner=runner,
@@ -259,7 +263,7 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         db=db,
         metrics=metrics,
         keys=KeyRing(
-            db,
+            SqlKeyStore(db),
             api_keys=settings.api_keys,
             admin_api_keys=settings.admin_api_keys,
             throttle=AuthThrottle(

@@ -81,6 +81,7 @@ def with_keyring(settings: Settings, fn: Callable[[KeyRing], Awaitable[T]]) -> T
 
     from task_framework.services.auth import KeyRing
     from task_framework.store.database import Database
+    from task_framework.store.sql import SqlKeyStore
 
     url = existing_database(settings)
 
@@ -88,7 +89,7 @@ def with_keyring(settings: Settings, fn: Callable[[KeyRing], Awaitable[T]]) -> T
         db = Database(url)
         try:
             await asyncio.to_thread(lambda: db.migrate(cipher=cipher_for(settings)))
-            return await fn(KeyRing(db, api_keys=[], admin_api_keys=[]))
+            return await fn(KeyRing(SqlKeyStore(db), api_keys=[], admin_api_keys=[]))
         finally:
             await db.close()
 

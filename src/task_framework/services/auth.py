@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, select, update
-
 from task_framework.errors import (
     AuthForbidden,
     AuthInvalid,
@@ -30,11 +28,11 @@ from task_framework.errors import (
     NotFound,
 )
 from task_framework.ids import new_id
-from task_framework.models._time import utcnow
+from task_framework.models._time import format_ts, utcnow
 from task_framework.services.auth_throttle import AuthThrottle
-from task_framework.store.database import Database
-from task_framework.store.paging import Page, PageRequest, paginate
-from task_framework.store.tables import api_keys
+from task_framework.store.errors import RecordNotFound
+from task_framework.store.keys import ApiKeyRecord, KeyFilter, KeyStore
+from task_framework.store.pages import Page, PageRequest
 
 KEY_PREFIX = "tfk_"
 KEY_CACHE_SECONDS = 1.0
@@ -82,21 +80,18 @@ class _KeyRecord:
     last_used_at: datetime | None = None
 
 
-def api_key_dict(row: Any) -> dict[str, Any]:
-    from task_framework.models._time import format_ts
-
-    m = row._mapping
+def api_key_dict(record: ApiKeyRecord) -> dict[str, Any]:
     return {
-        "id": m["id"],
-        "name": m["name"],
-        "role": m["role"],
-        "app_id": m["app_id"],
-        "user_id": m["user_id"],
-        "prefix": m["prefix"],
-        "created_at": format_ts(m["created_at"]),
-        "expires_at": format_ts(m["expires_at"]),
-        "last_used_at": format_ts(m["last_used_at"]),
-        "revoked_at": format_ts(m["revoked_at"]),
+        "id": record.id,
+        "name": record.name,
+        "role": record.role,
+        "app_id": record.app_id,
+        "user_id": record.user_id,
+        "prefix": record.prefix,
+        "created_at": format_ts(record.created_at),
+        "expires_at": format_ts(record.expires_at),
+        "last_used_at": format_ts(record.last_used_at),
+        "revoked_at": format_ts(record.revoked_at),
     }
 
 
@@ -105,14 +100,14 @@ class KeyRing:
 
     def __init__(
         self,
-        db: Database,
+        store: KeyStore,
         *,
         api_keys: list[str],
         admin_api_keys: list[str],
         throttle: AuthThrottle | None = None,
         on_failure: Callable[[str, str], None] = lambda surface, outcome: None,
     ) -> None:
-        self._db = db
+        self._store = store
         self._throttle = throttle if throttle is not None else AuthThrottle(max_failures=0)
         self._on_failure = on_failure
         self._configured: dict[str, _KeyRecord] = {}
@@ -137,21 +132,19 @@ class KeyRing:
         cached = self._cache.get(digest)
         if cached is not None and now - cached[0] < KEY_CACHE_SECONDS:
             return cached[1]
-        row = await self._db.tx(
-            lambda conn: conn.execute(select(api_keys).where(api_keys.c.key_hash == digest)).first()
-        )
+        stored = await self._store.find_by_hash(digest)
         found = None
-        if row is not None and hmac.compare_digest(row.key_hash, digest):
+        if stored is not None and hmac.compare_digest(stored.key_hash, digest):
             found = _KeyRecord(
-                key_hash=row.key_hash,
-                role=row.role,
-                key_id=row.id,
-                name=row.name,
-                app_id=row.app_id,
-                user_id=row.user_id,
-                expires_at=row.expires_at,
-                revoked=row.revoked_at is not None,
-                last_used_at=row.last_used_at,
+                key_hash=stored.key_hash,
+                role=stored.role,
+                key_id=stored.id,
+                name=stored.name,
+                app_id=stored.app_id,
+                user_id=stored.user_id,
+                expires_at=stored.expires_at,
+                revoked=stored.revoked_at is not None,
+                last_used_at=stored.last_used_at,
             )
         if len(self._cache) > 10_000:
             self._cache.clear()
@@ -171,12 +164,7 @@ class KeyRing:
         if record.key_id is not None and (
             record.last_used_at is None or now - record.last_used_at > LAST_USED_REFRESH
         ):
-            key_id = record.key_id
-            await self._db.tx(
-                lambda conn: conn.execute(
-                    update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=now)
-                )
-            )
+            await self._store.mark_used(record.key_id, now)
             self._cache.pop(record.key_hash, None)
         return record
 
@@ -277,24 +265,19 @@ class KeyRing:
         expires_at: datetime | None = None,
     ) -> dict[str, Any]:
         key = generate_key()
-        row = {
-            "id": new_id("apikey"),
-            "name": name,
-            "role": role,
-            "app_id": app_id,
-            "user_id": user_id,
-            "key_hash": hash_key(key),
-            "prefix": key[:DISPLAY_PREFIX_CHARS],
-            "source": "managed",
-            "created_at": utcnow(),
-            "expires_at": expires_at,
-        }
-
-        def _insert(conn: Connection) -> Any:
-            conn.execute(insert(api_keys).values(**row))
-            return conn.execute(select(api_keys).where(api_keys.c.id == row["id"])).one()
-
-        stored = await self._db.tx(_insert)
+        stored = await self._store.add(
+            ApiKeyRecord(
+                id=new_id("apikey"),
+                name=name,
+                role=role,
+                app_id=app_id,
+                user_id=user_id,
+                key_hash=hash_key(key),
+                prefix=key[:DISPLAY_PREFIX_CHARS],
+                created_at=utcnow(),
+                expires_at=expires_at,
+            )
+        )
         return {**api_key_dict(stored), "key": key}
 
     async def list_keys(
@@ -306,64 +289,18 @@ class KeyRing:
         include_revoked: bool,
         page: PageRequest,
     ) -> tuple[Page, list[dict[str, Any]]]:
-        query = select(api_keys)
-        conditions = []
-        if role:
-            conditions.append(api_keys.c.role == role)
-        if app_id:
-            conditions.append(api_keys.c.app_id == app_id)
-        if user_id:
-            conditions.append(api_keys.c.user_id == user_id)
-        if not include_revoked:
-            conditions.append(api_keys.c.revoked_at.is_(None))
-        if conditions:
-            query = query.where(and_(*conditions))
-
-        def _list(conn: Connection) -> Page:
-            return paginate(
-                conn,
-                query,
-                route="api-keys",
-                sort=api_keys.c.created_at,
-                ident=api_keys.c.id,
-                page=page,
-            )
-
-        result = await self._db.tx(_list)
+        result = await self._store.list(
+            KeyFilter(role=role, app_id=app_id, user_id=user_id, include_revoked=include_revoked),
+            page,
+        )
         return result, [api_key_dict(r) for r in result.rows]
 
     async def revoke_key(self, key_id: str) -> None:
-        now = utcnow()
-
-        def _revoke(conn: Connection) -> int:
-            found = conn.execute(select(api_keys.c.id).where(api_keys.c.id == key_id)).first()
-            if found is None:
-                return 0
-            conn.execute(
-                update(api_keys)
-                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-                .values(revoked_at=now)
-            )
-            return 1
-
-        if not await self._db.tx(_revoke):
-            raise NotFound(f"API key {key_id} not found", code="API_KEY_NOT_FOUND")
+        try:
+            await self._store.revoke(key_id, utcnow())
+        except RecordNotFound as exc:
+            raise NotFound(f"API key {key_id} not found", code="API_KEY_NOT_FOUND") from exc
         self._cache.clear()
 
     async def count_active_admin_keys(self) -> int:
-        now = utcnow()
-
-        def _count(conn: Connection) -> int:
-            return int(
-                conn.execute(
-                    select(func.count())
-                    .select_from(api_keys)
-                    .where(
-                        api_keys.c.role == "admin",
-                        api_keys.c.revoked_at.is_(None),
-                        (api_keys.c.expires_at.is_(None)) | (api_keys.c.expires_at > now),
-                    )
-                ).scalar_one()
-            )
-
-        return await self._db.tx(_count)
+        return await self._store.count_active_admins(utcnow())

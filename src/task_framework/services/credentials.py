@@ -13,16 +13,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
-
 from task_framework.errors import NotFound, ServiceUnavailable, ValidationFailed
 from task_framework.models._time import as_utc, format_ts, utcnow
 from task_framework.observability.logging import get_logger
 from task_framework.services.crypto import DecryptionFailed, Encryptor
 from task_framework.services.tasks import TaskDefinition, TaskRegistry
-from task_framework.store.database import Database
-from task_framework.store.tables import credentials, task_configs
+from task_framework.store.credentials import (
+    CredentialChange,
+    CredentialRecord,
+    TaskConfigRecord,
+    VaultStore,
+)
+from task_framework.store.errors import RecordNotFound, UniqueViolation
 
 log = get_logger("task_framework.credentials")
 
@@ -89,8 +91,8 @@ def normalise_config(raw: Any) -> ConfigMap:
 class CredentialService:
     """CRUD over the vault. ``encryptor`` is set at startup, before any request."""
 
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    def __init__(self, store: VaultStore) -> None:
+        self._store = store
         self.encryptor: Encryptor | None = None
 
     @property
@@ -103,7 +105,11 @@ class CredentialService:
         result: ConfigMap = json.loads(self.box.decrypt(token))
         return result
 
-    def _info(self, row: Row[Any]) -> dict[str, Any]:
+    def references(self, token: str) -> set[str]:
+        """The credential names a sealed configuration map refers to."""
+        return {e["vault_key"] for e in self.decode_config(token).values() if e.get("is_vault_ref")}
+
+    def _info(self, row: CredentialRecord) -> dict[str, Any]:
         try:
             value = self.box.decrypt(row.value)
             has_value, preview = value != "", value_preview(value)
@@ -123,89 +129,70 @@ class CredentialService:
         }
 
     async def list_all(self) -> list[dict[str, Any]]:
-        rows = await self._db.tx(
-            lambda conn: conn.execute(select(credentials).order_by(credentials.c.name)).all()
-        )
-        return [self._info(row) for row in rows]
+        return [self._info(row) for row in await self._store.list_credentials()]
 
-    @staticmethod
-    def _row(conn: Connection, name: str) -> Row[Any]:
-        row = conn.execute(select(credentials).where(credentials.c.name == name)).first()
-        if row is None:
-            raise _not_found(name)
-        return row
+    async def _record(self, name: str) -> CredentialRecord:
+        try:
+            return await self._store.get_credential(name)
+        except RecordNotFound as exc:
+            raise _not_found(name) from exc
 
     async def get(self, name: str) -> dict[str, Any]:
-        return self._info(await self._db.tx(self._row, name))
+        return self._info(await self._record(name))
 
     async def put(self, name: str, change: CredentialUpdate) -> dict[str, Any]:
         if not CREDENTIAL_NAME.fullmatch(name):
             raise ValidationFailed(
                 f"Invalid credential name '{name[:128]}': use letters, digits, '.', '_' or '-'"
             )
-        token = None if change.value is None else self.box.encrypt(change.value)
-        expires_at = None if change.expires_at is None else as_utc(change.expires_at)
-
-        def _put(conn: Connection) -> Row[Any]:
-            now = utcnow()
-            found = conn.execute(
-                select(credentials.c.name).where(credentials.c.name == name).with_for_update()
-            ).first()
-            if found is None:
-                if token is None:
-                    raise ValidationFailed("Field 'value' is required for new credentials")
-                conn.execute(
-                    insert(credentials).values(
-                        name=name,
-                        value=token,
-                        description=change.description or "",
-                        tags=list(change.tags or []),
-                        created_at=now,
-                        updated_at=now,
-                        expires_at=expires_at,
-                    )
-                )
-            else:
-                values: dict[str, Any] = {"updated_at": now}
-                if token is not None:
-                    values["value"] = token
-                if change.description:
-                    values["description"] = change.description
-                if change.tags is not None:
-                    values["tags"] = list(change.tags)
-                if expires_at is not None:
-                    values["expires_at"] = expires_at
-                conn.execute(update(credentials).where(credentials.c.name == name).values(values))
-            return self._row(conn, name)
-
+        sealed = CredentialChange(
+            value=None if change.value is None else self.box.encrypt(change.value),
+            description=change.description or None,
+            tags=None if change.tags is None else tuple(change.tags),
+            expires_at=None if change.expires_at is None else as_utc(change.expires_at),
+        )
         try:
-            row = await self._db.tx(_put)
-        except IntegrityError:
+            return self._info(await self._store.update_credential(name, sealed, utcnow()))
+        except RecordNotFound:
+            pass
+        if sealed.value is None:
+            raise ValidationFailed("Field 'value' is required for new credentials")
+        now = utcnow()
+        new = CredentialRecord(
+            name=name,
+            value=sealed.value,
+            description=sealed.description or "",
+            tags=sealed.tags or (),
+            created_at=now,
+            updated_at=now,
+            expires_at=sealed.expires_at,
+        )
+        try:
+            return self._info(await self._store.add_credential(new))
+        except UniqueViolation:
             # A concurrent PUT created it first: this one is now an update.
-            row = await self._db.tx(_put)
-        return self._info(row)
+            return self._info(await self._store.update_credential(name, sealed, utcnow()))
 
     async def delete(self, name: str) -> dict[str, str]:
-        def _delete(conn: Connection) -> int:
-            return conn.execute(delete(credentials).where(credentials.c.name == name)).rowcount
-
-        if not await self._db.tx(_delete):
-            raise _not_found(name)
+        try:
+            await self._store.delete_credential(name)
+        except RecordNotFound as exc:
+            raise _not_found(name) from exc
         return {"message": f"Credential '{name}' deleted"}
 
     async def reveal(self, name: str, *, revealed_by: str) -> dict[str, str]:
-        row = await self._db.tx(self._row, name)
+        row = await self._record(name)
         value = self.box.decrypt(row.value)
         log.info("credential.revealed", name=name, revealed_by=revealed_by)
         return {"name": name, "value": value}
 
     async def usage(self, name: str) -> dict[str, Any]:
-        def _read(conn: Connection) -> list[Row[Any]]:
-            self._row(conn, name)
-            return list(conn.execute(select(task_configs)).all())
-
+        try:
+            _, configs = await self._store.credential_and_configs(name)
+        except RecordNotFound as exc:
+            raise _not_found(name) from exc
         used_by: list[dict[str, str]] = []
-        for row in await self._db.tx(_read):
+        for row in configs:
             try:
                 config = self.decode_config(row.config_values)
             except DecryptionFailed:
@@ -224,9 +211,9 @@ class TaskConfigService:
     """Configuration of one task version; also the executor's ``ConfigSource``."""
 
     def __init__(
-        self, db: Database, registry: TaskRegistry, credential_service: CredentialService
+        self, store: VaultStore, registry: TaskRegistry, credential_service: CredentialService
     ) -> None:
-        self._db = db
+        self._store = store
         self._registry = registry
         self._credentials = credential_service
 
@@ -236,24 +223,19 @@ class TaskConfigService:
             raise NotFound(f"Task '{task_id}:{version}' not found", code="TASK_NOT_FOUND")
         return task
 
-    def _read(
-        self, conn: Connection, task_id: str, version: str
-    ) -> tuple[ConfigMap | None, dict[str, Row[Any]]]:
-        """The stored map (None if absent) and the credential rows it references."""
-        token = conn.execute(
-            select(task_configs.c.config_values).where(
-                task_configs.c.task_id == task_id, task_configs.c.version == version
-            )
-        ).scalar()
-        if token is None:
+    async def _read(
+        self, task_id: str, version: str
+    ) -> tuple[ConfigMap | None, dict[str, CredentialRecord]]:
+        """The stored map (None if absent) and the credentials it references."""
+        stored, found = await self._store.config(
+            task_id, version, references=self._credentials.references
+        )
+        if stored is None:
             return None, {}
-        config = self._credentials.decode_config(token)
-        names = {e["vault_key"] for e in config.values() if e.get("is_vault_ref")}
-        rows = conn.execute(select(credentials).where(credentials.c.name.in_(names))).all()
-        return config, {row.name: row for row in rows}
+        return self._credentials.decode_config(stored.config_values), found
 
     def _status(
-        self, task: TaskDefinition, config: ConfigMap, found: dict[str, Row[Any]]
+        self, task: TaskDefinition, config: ConfigMap, found: dict[str, CredentialRecord]
     ) -> dict[str, Any]:
         now = utcnow()
         requirements: list[dict[str, Any]] = []
@@ -297,7 +279,7 @@ class TaskConfigService:
 
     async def status(self, task_id: str, version: str) -> dict[str, Any]:
         task = self._task(task_id, version)
-        config, found = await self._db.tx(self._read, task_id, version)
+        config, found = await self._read(task_id, version)
         return self._status(task, config or {}, found)
 
     async def put(self, task_id: str, version: str, raw_values: Any) -> dict[str, Any]:
@@ -305,55 +287,32 @@ class TaskConfigService:
         config = normalise_config(raw_values)
         token = self._credentials.box.encrypt(json.dumps(config, sort_keys=True))
 
-        def _put(conn: Connection) -> tuple[ConfigMap | None, dict[str, Row[Any]]]:
-            names = {e["vault_key"] for e in config.values() if e["is_vault_ref"]}
-            existing = set(
-                conn.execute(select(credentials.c.name).where(credentials.c.name.in_(names)))
-                .scalars()
-                .all()
-            )
+        names = {e["vault_key"] for e in config.values() if e["is_vault_ref"]}
+        record = TaskConfigRecord(task_id, version, token, utcnow())
+        try:
+            found = await self._store.put_config(record, references=names)
+        except RecordNotFound as exc:
             for key, entry in sorted(config.items()):
-                if entry["is_vault_ref"] and entry["vault_key"] not in existing:
+                if entry["is_vault_ref"] and entry["vault_key"] in exc.missing:
                     raise ValidationFailed(
                         f"Vault entry '{entry['vault_key']}' not found (referenced by '{key}')"
-                    )
-            where = (task_configs.c.task_id == task_id, task_configs.c.version == version)
-            now = utcnow()
-            changed = conn.execute(
-                update(task_configs).where(*where).values(config_values=token, updated_at=now)
-            ).rowcount
-            if not changed:
-                conn.execute(
-                    insert(task_configs).values(
-                        task_id=task_id, version=version, config_values=token, updated_at=now
-                    )
-                )
-            return self._read(conn, task_id, version)
-
-        try:
-            stored, found = await self._db.tx(_put)
-        except IntegrityError:
-            stored, found = await self._db.tx(_put)
-        return self._status(task, stored or {}, found)
+                    ) from exc
+            raise
+        return self._status(task, config, found)
 
     async def delete(self, task_id: str, version: str) -> dict[str, str]:
-        def _delete(conn: Connection) -> int:
-            return conn.execute(
-                delete(task_configs).where(
-                    task_configs.c.task_id == task_id, task_configs.c.version == version
-                )
-            ).rowcount
-
-        if not await self._db.tx(_delete):
+        try:
+            await self._store.delete_config(task_id, version)
+        except RecordNotFound as exc:
             # Configuration outlives undeployment, so only an absent one is an error here.
             self._task(task_id, version)
-            raise NotFound(f"No configuration found for task '{task_id}:{version}'")
+            raise NotFound(f"No configuration found for task '{task_id}:{version}'") from exc
         return {"message": f"Configuration for task '{task_id}:{version}' deleted"}
 
     async def resolve(self, task_id: str, version: str) -> tuple[dict[str, str], dict[str, str]]:
         """(plain, secret) values stored for a task version; read fresh for every thread."""
         try:
-            config, found = await self._db.tx(self._read, task_id, version)
+            config, found = await self._read(task_id, version)
         except DecryptionFailed:
             log.warning("task_config.undecryptable", task_id=task_id, version=version)
             return {}, {}

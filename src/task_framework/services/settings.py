@@ -5,62 +5,38 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
-
 from task_framework.models._time import format_ts, utcnow
-from task_framework.store.database import Database
-from task_framework.store.prepared import Prepared
-from task_framework.store.tables import settings_kv, threads
+from task_framework.store.base import Tx
+from task_framework.store.settings import SettingRecord, SettingsSnapshot, SettingsStore
 
 MAX_CONCURRENT_KEY = "max_concurrent_threads"
 CLUSTER_STARTED_KEY = "cluster_started_at"
-_STORED_LIMIT = Prepared(select(settings_kv.c.value).where(settings_kv.c.key == MAX_CONCURRENT_KEY))
+_SHOWN = (MAX_CONCURRENT_KEY, CLUSTER_STARTED_KEY)
 
 
 class SettingsService:
-    def __init__(self, db: Database, *, default_max_concurrent: int) -> None:
-        self._db = db
+    def __init__(self, store: SettingsStore, *, default_max_concurrent: int) -> None:
+        self._store = store
         self._default = default_max_concurrent
 
-    def record_first_start(self, conn: Connection) -> None:
-        found = conn.execute(
-            select(settings_kv.c.key).where(settings_kv.c.key == CLUSTER_STARTED_KEY)
-        ).first()
-        if found is None:
-            now = utcnow()
-            conn.execute(
-                insert(settings_kv).values(
-                    key=CLUSTER_STARTED_KEY, value=format_ts(now), updated_at=now
-                )
-            )
+    def record_first_start(self, tx: Tx) -> None:
+        """Note when the cluster first started, in ``tx`` (a no-op after the first time)."""
+        now = utcnow()
+        self._store.add_in(tx, SettingRecord(CLUSTER_STARTED_KEY, format_ts(now), now))
 
-    def limit_in(self, conn: Connection) -> int:
-        """The cluster limit as stored now, read in ``conn``'s transaction (0: none)."""
-        row = _STORED_LIMIT.first(conn)
-        return self._default if row is None or row[0] is None else int(row[0])
+    def limit_in(self, tx: Tx) -> int:
+        """The cluster limit as stored now, read in ``tx``'s transaction (0: none)."""
+        value = self._store.value_in(tx, MAX_CONCURRENT_KEY)
+        return self._default if value is None else int(value)
 
     async def max_concurrent_threads(self) -> int:
         """The cluster limit as stored now (claims read it in their own transaction)."""
-        return await self._db.tx(self.limit_in)
+        stored = await self._store.get(MAX_CONCURRENT_KEY)
+        return self._default if stored is None or stored.value is None else int(stored.value)
 
-    def _read(self, conn: Connection) -> dict[str, Any]:
-        rows = {
-            r.key: r
-            for r in conn.execute(
-                select(settings_kv).where(
-                    settings_kv.c.key.in_([MAX_CONCURRENT_KEY, CLUSTER_STARTED_KEY])
-                )
-            )
-        }
-        counts: dict[str, int] = dict(
-            conn.execute(
-                select(threads.c.state, func.count())
-                .where(threads.c.state.in_(["running", "queued"]))
-                .group_by(threads.c.state)
-            ).all()
-        )
-        stored = rows.get(MAX_CONCURRENT_KEY)
-        started = rows.get(CLUSTER_STARTED_KEY)
+    def _view(self, snapshot: SettingsSnapshot) -> dict[str, Any]:
+        stored = snapshot.records.get(MAX_CONCURRENT_KEY)
+        started = snapshot.records.get(CLUSTER_STARTED_KEY)
         updated_at: datetime | None = (
             stored.updated_at if stored else (started.updated_at if started else None)
         )
@@ -68,34 +44,17 @@ class SettingsService:
             "max_concurrent_threads": int(stored.value) if stored else self._default,
             "updated_at": format_ts(updated_at or utcnow()),
             "updated_by": stored.updated_by if stored else None,
-            "current_running_threads": int(counts.get("running", 0)),
-            "current_queued_threads": int(counts.get("queued", 0)),
+            "current_running_threads": snapshot.running_threads,
+            "current_queued_threads": snapshot.queued_threads,
         }
 
     async def get(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._db.tx(self._read)
-        return result
+        return self._view(await self._store.read(_SHOWN))
 
     async def update(
         self, *, max_concurrent_threads: int | None, updated_by: str
     ) -> dict[str, Any]:
-        now = utcnow()
-
-        def _update(conn: Connection) -> dict[str, Any]:
-            if max_concurrent_threads is not None:
-                values = {
-                    "value": max_concurrent_threads,
-                    "updated_at": now,
-                    "updated_by": updated_by,
-                }
-                changed = conn.execute(
-                    update(settings_kv)
-                    .where(settings_kv.c.key == MAX_CONCURRENT_KEY)
-                    .values(**values)
-                ).rowcount
-                if not changed:
-                    conn.execute(insert(settings_kv).values(key=MAX_CONCURRENT_KEY, **values))
-            return self._read(conn)
-
-        result: dict[str, Any] = await self._db.tx(_update)
-        return result
+        if max_concurrent_threads is None:
+            return await self.get()
+        record = SettingRecord(MAX_CONCURRENT_KEY, max_concurrent_threads, utcnow(), updated_by)
+        return self._view(await self._store.put(record, then_read=_SHOWN))

@@ -28,6 +28,7 @@ from sqlalchemy.pool import StaticPool
 
 from task_framework.errors import ServiceUnavailable, ValidationFailed
 from task_framework.hardening import PRIVATE_DIR_MODE, private_file
+from task_framework.store.errors import StoreUnavailable
 
 if TYPE_CHECKING:
     from task_framework.store.migrate import CipherFactory
@@ -133,18 +134,19 @@ class _Checkpointer:
 
 @contextlib.contextmanager
 def _translated_errors() -> Iterator[None]:
-    """Connection-level driver errors become 503 SERVICE_UNAVAILABLE, and a value the
-    database refuses (text too long, a NUL on PostgreSQL) 400 VALIDATION_FAILED (a last
-    line: the edge checks these first), keeping the cause."""
+    """Connection-level driver errors become :class:`StoreUnavailable` (503
+    SERVICE_UNAVAILABLE), and a value the database refuses (text too long, a NUL on
+    PostgreSQL) 400 VALIDATION_FAILED (a last line: the edge checks these first), keeping
+    the cause."""
     try:
         yield
     except DataError as exc:
         raise ValidationFailed(f"Value refused by the database: {exc.orig}") from exc
     except OperationalError as exc:
-        raise ServiceUnavailable(f"Database unavailable: {exc.orig}") from exc
+        raise StoreUnavailable(f"Database unavailable: {exc.orig}") from exc
     except DBAPIError as exc:
         if exc.connection_invalidated:
-            raise ServiceUnavailable(f"Database unavailable: {exc.orig}") from exc
+            raise StoreUnavailable(f"Database unavailable: {exc.orig}") from exc
         raise
 
 

@@ -8,37 +8,15 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, ColumnElement, Connection, Select, and_, func, or_, select
 
 from task_framework.errors import ValidationFailed
+from task_framework.store.pages import DEFAULT_LIMIT, MAX_LIMIT, Page, PageRequest
 
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class PageRequest:
-    limit: int = DEFAULT_LIMIT
-    cursor: str | None = None
-    offset: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    rows: list[Any]
-    total: int
-    has_more: bool
-    cursor: str | None
-
-    def envelope(self, items: list[Any]) -> dict[str, Any]:
-        return {
-            "items": items,
-            "pagination": {"cursor": self.cursor, "has_more": self.has_more, "total": self.total},
-        }
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Page", "PageRequest", "paginate"]
 
 
 def _encode(route: str, key: Any, ident: Any) -> str:

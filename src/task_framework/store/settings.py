@@ -1,0 +1,54 @@
+"""The cluster settings store: key/value records of the ``settings`` table (API.md §11.1)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from task_framework.store.base import Tx
+
+__all__ = ["SettingRecord", "SettingsSnapshot", "SettingsStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class SettingRecord:
+    """One setting; ``value`` is any JSON value."""
+
+    key: str
+    value: Any
+    updated_at: datetime
+    updated_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsSnapshot:
+    """Settings read in one transaction, with the queue's counts at that moment."""
+
+    records: dict[str, SettingRecord] = field(default_factory=dict)
+    running_threads: int = 0
+    queued_threads: int = 0
+
+
+class SettingsStore(Protocol):
+    def value_in(self, tx: Tx, key: str) -> Any:
+        """The stored value of ``key`` (None when absent), read in the caller's
+        transaction ``tx``. Cheap: the executor calls it in every claim."""
+        ...
+
+    def add_in(self, tx: Tx, record: SettingRecord) -> bool:
+        """Store ``record`` in ``tx`` unless ``record.key`` exists; whether it was stored."""
+        ...
+
+    async def get(self, key: str) -> SettingRecord | None:
+        """The record of ``key``, if stored."""
+        ...
+
+    async def read(self, keys: Collection[str]) -> SettingsSnapshot:
+        """The records of ``keys`` that exist, and the running and queued thread counts."""
+        ...
+
+    async def put(self, record: SettingRecord, *, then_read: Collection[str]) -> SettingsSnapshot:
+        """Create or replace ``record``, then :meth:`read` ``then_read``, in one transaction."""
+        ...

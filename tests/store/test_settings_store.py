@@ -1,0 +1,92 @@
+"""Contract of :class:`task_framework.store.settings.SettingsStore`, over SQLite and
+PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Connection, insert
+
+from task_framework.errors import NotFound
+from task_framework.ids import new_id
+from task_framework.models._time import utcnow
+from task_framework.store.base import Tx
+from task_framework.store.database import Database
+from task_framework.store.settings import SettingRecord, SettingsStore
+from task_framework.store.sql import SqlSettingsStore
+from task_framework.store.tables import threads
+
+
+@pytest.fixture
+def store(store_db: Database) -> SettingsStore:
+    return SqlSettingsStore(store_db)
+
+
+async def test_get_and_value_in_see_what_put_stored(
+    store_db: Database, store: SettingsStore
+) -> None:
+    assert await store.get("limit") is None
+    assert await store_db.tx(store.value_in, "limit") is None
+    record = SettingRecord("limit", 4, utcnow(), "ops")
+    await store.put(record, then_read=[])
+    assert await store.get("limit") == record
+    assert await store_db.tx(store.value_in, "limit") == 4
+
+
+async def test_put_replaces_and_returns_what_it_reads_after(store: SettingsStore) -> None:
+    first = SettingRecord("limit", 4, utcnow(), "ops")
+    await store.put(first, then_read=[])
+    second = SettingRecord("limit", {"nested": [1, "two"]}, first.updated_at + timedelta(1))
+    other = SettingRecord("other", "x", utcnow())
+    await store.put(other, then_read=[])
+    snapshot = await store.put(second, then_read=["limit", "absent"])
+    assert snapshot.records == {"limit": second}
+    assert await store.get("limit") == second
+    assert await store.get("other") == other
+
+
+async def test_add_in_stores_only_when_absent(store_db: Database, store: SettingsStore) -> None:
+    first = SettingRecord("started", "2026-01-01T00:00:00Z", utcnow())
+    later = SettingRecord("started", "2027-01-01T00:00:00Z", utcnow() + timedelta(1))
+    assert await store_db.tx(store.add_in, first) is True
+    assert await store_db.tx(store.add_in, later) is False
+    assert await store.get("started") == first
+
+
+async def test_add_in_belongs_to_the_callers_transaction(
+    store_db: Database, store: SettingsStore
+) -> None:
+    record = SettingRecord("started", "now", utcnow())
+
+    def add_then_fail(tx: Tx) -> None:
+        assert store.add_in(tx, record)
+        assert store.value_in(tx, "started") == "now"  # seen inside the transaction
+        raise NotFound("roll back")
+
+    with pytest.raises(NotFound):
+        await store_db.tx(add_then_fail)
+    assert await store.get("started") is None
+
+
+async def test_read_counts_running_and_queued_threads(
+    store_db: Database, store: SettingsStore
+) -> None:
+    def add_threads(conn: Connection) -> None:
+        for state in ("running", "queued", "queued", "succeeded", "failed"):
+            conn.execute(
+                insert(threads).values(
+                    id=new_id("thread"),
+                    state=state,
+                    metadata={},
+                    params={},
+                    problems=[],
+                    created_at=utcnow(),
+                )
+            )
+
+    empty = await store.read(["limit"])
+    assert (empty.records, empty.running_threads, empty.queued_threads) == ({}, 0, 0)
+    await store_db.tx(add_threads)
+    snapshot = await store.read(["limit"])
+    assert (snapshot.running_threads, snapshot.queued_threads) == (1, 2)
