@@ -35,7 +35,8 @@ from task_framework.api.routes import tasks as task_routes
 from task_framework.api.routes import webhooks as webhook_routes
 from task_framework.hardening import open_private, private_dir, private_file
 from task_framework.observability.metrics import Metrics
-from task_framework.observability.tracing import NO_TRACING, Tracing, build_tracing
+from task_framework.observability.tracing import NO_TRACING, Tracing
+from task_framework.observability.tracing_setup import build_tracing
 from task_framework.runner.base import Runner
 from task_framework.runner.envs import EnvironmentBuilder
 from task_framework.runner.sandbox import LimitPolicy, Sandbox

@@ -21,7 +21,8 @@ from conftest import Server, ServerFactory
 from otlp_receiver import OtlpReceiver, ReceivedSpan
 from task_framework import observability
 from task_framework.observability.logging import configure_logging, reset_logging
-from task_framework.observability.tracing import NO_TRACING, TracingUnavailable, build_tracing
+from task_framework.observability.tracing import NO_TRACING, TracingUnavailable
+from task_framework.observability.tracing_setup import build_tracing
 from webhook_receiver import Receiver
 
 pytestmark = pytest.mark.slow

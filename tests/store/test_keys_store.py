@@ -41,6 +41,8 @@ async def test_add_returns_the_key_as_stored_and_find_by_hash_finds_it(store: Ke
     assert await store.add(record) == record
     assert await store.find_by_hash(record.key_hash) == record
     assert await store.find_by_hash("0" * 64) is None
+    assert await store.get(record.id) == record
+    assert await store.get("apikey_unknown") is None
 
 
 async def test_a_duplicate_hash_or_id_is_a_unique_violation(store: KeyStore) -> None:

@@ -90,7 +90,7 @@ def test_errors_mark_the_span(tracing: OtelTracing, exported: InMemorySpanExport
 
 
 def test_log_records_carry_the_current_span(tracing: OtelTracing) -> None:
-    tracing_module._install_log_ids(current_ids)
+    tracing_module.install_log_ids(current_ids)
     stream = io.StringIO()
     configure_logging("INFO", stream=stream, log_format="json")
     try:

@@ -26,7 +26,8 @@ def _check_tracing(settings: Any) -> None:
     """Enabled tracing without the ``otel`` extra: a clear message, not a traceback."""
     if not settings.otel_enabled:
         return
-    from task_framework.observability.tracing import TracingUnavailable, build_tracing
+    from task_framework.observability.tracing import TracingUnavailable
+    from task_framework.observability.tracing_setup import build_tracing
 
     try:
         build_tracing(True).shutdown()

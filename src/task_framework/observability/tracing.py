@@ -16,7 +16,6 @@ Span names (one vocabulary, like the metrics): ``thread.create``, ``thread.queue
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -32,7 +31,6 @@ __all__ = [
     "SpanKind",
     "Tracing",
     "TracingUnavailable",
-    "build_tracing",
     "current_log_ids",
 ]
 
@@ -140,34 +138,7 @@ def current_log_ids() -> tuple[str, str] | None:
     return _log_ids()
 
 
-def _install_log_ids(reader: Callable[[], tuple[str, str] | None]) -> None:
+def install_log_ids(reader: Callable[[], tuple[str, str] | None]) -> None:
     """Let log records read the current span (called once tracing is built)."""
     global _log_ids
     _log_ids = reader
-
-
-def _env_true(name: str, environ: Mapping[str, str]) -> bool:
-    return environ.get(name, "").strip().lower() == "true"
-
-
-def build_tracing(enabled: bool, *, environ: Mapping[str, str] | None = None) -> Tracing:
-    """:data:`NO_TRACING` unless ``enabled`` (and not ``OTEL_SDK_DISABLED=true`` nor
-    ``OTEL_TRACES_EXPORTER=none``); else an SDK tracer exporting as the standard
-    ``OTEL_*`` variables say. Raises :class:`TracingUnavailable` when the ``otel`` extra
-    is missing or the variables ask for something it cannot do."""
-    env = os.environ if environ is None else environ
-    if not enabled or _env_true("OTEL_SDK_DISABLED", env):
-        return NO_TRACING
-    if env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
-        return NO_TRACING
-    try:
-        from task_framework.observability import otel
-    except ImportError as exc:
-        raise TracingUnavailable(
-            "TASK_FRAMEWORK_OTEL_ENABLED is true but OpenTelemetry is not installed: "
-            "install the extra, e.g. pip install 'task-framework-py[otel]' "
-            f"({exc})"
-        ) from exc
-    tracing = otel.OtelTracing.from_environment(env)
-    _install_log_ids(otel.current_ids)
-    return tracing

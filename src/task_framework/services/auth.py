@@ -295,6 +295,13 @@ class KeyRing:
         )
         return result, [api_key_dict(r) for r in result.rows]
 
+    async def get_key(self, key_id: str) -> dict[str, Any]:
+        """A managed key as the API shows it (never its secret); 404 when unknown."""
+        record = await self._store.get(key_id)
+        if record is None:
+            raise NotFound(f"API key {key_id} not found", code="API_KEY_NOT_FOUND")
+        return api_key_dict(record)
+
     async def revoke_key(self, key_id: str) -> None:
         try:
             await self._store.revoke(key_id, utcnow())

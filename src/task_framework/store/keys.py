@@ -44,6 +44,10 @@ class KeyStore(Protocol):
         """The key with this digest, revoked or expired ones included."""
         ...
 
+    async def get(self, key_id: str) -> ApiKeyRecord | None:
+        """The key with this id, revoked or expired ones included."""
+        ...
+
     async def add(self, record: ApiKeyRecord) -> ApiKeyRecord:
         """Store a new key and return it as stored.
 

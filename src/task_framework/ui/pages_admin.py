@@ -11,13 +11,11 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import Connection, select
 
 from task_framework.api.routes.tasks import _receive_upload
 from task_framework.errors import NotFound, TaskFrameworkError, ValidationFailed
 from task_framework.services.credentials import CredentialUpdate
 from task_framework.store.paging import PageRequest
-from task_framework.store.tables import api_keys
 from task_framework.ui.common import (
     AdminFormSession,
     AdminSession,
@@ -190,28 +188,20 @@ async def key_create(
     return redirect("/keys", "key_created")
 
 
-def _key_row(conn: Connection, key_id: str) -> Any:
-    return conn.execute(
-        select(api_keys.c.name, api_keys.c.prefix, api_keys.c.revoked_at).where(
-            api_keys.c.id == key_id
-        )
-    ).first()
-
-
 @router.get("/keys/{key_id}/revoke")
 async def key_revoke_confirm(
     request: Request, key_id: str, session: AdminSession, svc: Svc
 ) -> Response:
-    key = await svc.db.tx(_key_row, key_id)
-    if key is None or key.revoked_at is not None:
-        raise NotFound(f"Key {key_id} not found or already revoked", code="KEY_NOT_FOUND")
+    key = await svc.keys.get_key(key_id)
+    if key["revoked_at"] is not None:
+        raise NotFound(f"Key {key_id} not found or already revoked", code="API_KEY_NOT_FOUND")
     return confirm_page(
         request,
         session,
         nav="keys",
-        title=f"Revoke the key {key.name}?",
+        title=f"Revoke the key {key['name']}?",
         consequences=[
-            f"Requests with it (prefix {key.prefix}…) are refused from now on.",
+            f"Requests with it (prefix {key['prefix']}…) are refused from now on.",
             "UI sessions signed in with it end.",
             "This cannot be undone: a new key has a new secret.",
         ],

@@ -49,6 +49,12 @@ class SqlKeyStore:
         )
         return None if row is None else _record(row)
 
+    async def get(self, key_id: str) -> ApiKeyRecord | None:
+        row = await self._db.tx(
+            lambda conn: conn.execute(select(api_keys).where(api_keys.c.id == key_id)).first()
+        )
+        return None if row is None else _record(row)
+
     async def add(self, record: ApiKeyRecord) -> ApiKeyRecord:
         def _add(conn: Connection) -> Row[Any]:
             conn.execute(
