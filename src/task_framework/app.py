@@ -70,6 +70,7 @@ from task_framework.storage import build_storage
 from task_framework.store import notify
 from task_framework.store.database import Database
 from task_framework.store.notify import Listener
+from task_framework.store.settings import SettingsStore
 from task_framework.store.sql import SqlKeyStore, SqlSettingsStore, SqlVaultStore
 from task_framework.ui.routes import create_ui_app
 
@@ -101,6 +102,7 @@ class Services:
     schedules: ScheduleService
     scheduler: Scheduler
     secret_box: SecretBox
+    settings_store: SettingsStore
     files: Any = None
     sandbox: Sandbox | None = None
     """The runner's sandbox (None when the runner is not the process pool)."""
@@ -166,8 +168,9 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         uid_base=settings.sandbox_uid_base,
     )
     runner = runner or _build_runner(settings, metrics, sandbox)
+    settings_store = SqlSettingsStore(db)
     settings_service = SettingsService(
-        SqlSettingsStore(db), default_max_concurrent=settings.max_concurrent_threads
+        settings_store, default_max_concurrent=settings.max_concurrent_threads
     )
     vault = SqlVaultStore(db)
     credentials = CredentialService(vault)
@@ -209,7 +212,9 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         ),
         metrics=metrics,
     )
-    signer = UrlSigner(db, configured_keys=settings.url_signing_keys, secret_box=secret_box)
+    signer = UrlSigner(
+        settings_store, configured_keys=settings.url_signing_keys, secret_box=secret_box
+    )
     file_service = FileService(
         db,
         build_storage(settings, signer=signer),
@@ -290,6 +295,7 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         schedules=schedule_service,
         scheduler=scheduler,
         secret_box=secret_box,
+        settings_store=settings_store,
     )
 
 
@@ -422,14 +428,21 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        require_key(svc.db, settings.encryption_key)
+        sqlite = svc.db.is_sqlite
+        require_key(sqlite=sqlite, encryption_key=settings.encryption_key)
         private_dir(settings.data_dir)
         data_dir = settings.data_dir.resolve()
         built: list[Encryptor] = []
 
         def cipher(conn: Connection) -> Encryptor:
             built.append(
-                encryptor_on(conn, encryption_key=settings.encryption_key, data_dir=data_dir)
+                encryptor_on(
+                    conn,
+                    svc.settings_store,
+                    sqlite=sqlite,
+                    encryption_key=settings.encryption_key,
+                    data_dir=data_dir,
+                )
             )
             return built[-1]
 
@@ -440,7 +453,10 @@ def create_app(
             built[-1]
             if built
             else await load_encryptor(
-                svc.db, encryption_key=settings.encryption_key, data_dir=data_dir
+                svc.settings_store,
+                sqlite=sqlite,
+                encryption_key=settings.encryption_key,
+                data_dir=data_dir,
             )
         )
         svc.credentials.encryptor = encryptor

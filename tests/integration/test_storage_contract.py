@@ -46,7 +46,7 @@ async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     db = Database(f"sqlite:///{tmp_path / 'signing.db'}")
     adapter: FileStorage
     if request.param == "local":
-        signer = UrlSigner(db, configured_keys=[SIGNING_KEY])
+        signer = UrlSigner(configured_keys=[SIGNING_KEY])
         adapter = LocalStorage(tmp_path / "files", signer=signer)
     else:
         bucket: S3Bucket = request.getfixturevalue("s3_bucket")
@@ -202,7 +202,7 @@ async def test_s3_keys_and_aborted_uploads(s3_bucket: S3Bucket) -> None:
 
 async def test_local_writes_leave_no_temp_files(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'signing.db'}")
-    storage = LocalStorage(tmp_path / "files", signer=UrlSigner(db, configured_keys=["k"]))
+    storage = LocalStorage(tmp_path / "files", signer=UrlSigner(configured_keys=["k"]))
     ref = new_id("file")
     await storage.put(ref, _chunks(b"abc"))
     with pytest.raises(PayloadTooLarge):

@@ -3,6 +3,7 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -90,3 +91,37 @@ async def test_read_counts_running_and_queued_threads(
     await store_db.tx(add_threads)
     snapshot = await store.read(["limit"])
     assert (snapshot.running_threads, snapshot.queued_threads) == (1, 2)
+
+
+async def test_setdefault_stores_only_when_absent_and_returns_the_stored_value(
+    store_db: Database, store: SettingsStore
+) -> None:
+    first = SettingRecord("salt", "first", utcnow())
+    assert await store.setdefault(first) == "first"
+    assert await store.setdefault(SettingRecord("salt", "second", utcnow())) == "first"
+    assert await store_db.tx(store.setdefault_in, SettingRecord("salt", "third", utcnow())) == (
+        "first"
+    )
+    assert await store.get("salt") == first
+
+
+async def test_concurrent_setdefaults_all_get_the_first_value(store: SettingsStore) -> None:
+    values = await asyncio.gather(
+        *(store.setdefault(SettingRecord("key", f"v{i}", utcnow())) for i in range(8))
+    )
+    assert len(set(values)) == 1
+    stored = await store.get("key")
+    assert stored is not None
+    assert stored.value == values[0]
+
+
+async def test_setdefault_in_belongs_to_the_callers_transaction(
+    store_db: Database, store: SettingsStore
+) -> None:
+    def add_then_fail(tx: Tx) -> None:
+        assert store.setdefault_in(tx, SettingRecord("salt", "x", utcnow())) == "x"
+        raise NotFound("roll back")
+
+    with pytest.raises(NotFound):
+        await store_db.tx(add_then_fail)
+    assert await store.get("salt") is None

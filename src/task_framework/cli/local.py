@@ -13,6 +13,7 @@ import typer
 if TYPE_CHECKING:
     from task_framework.services.auth import KeyRing
     from task_framework.settings import Settings
+    from task_framework.store.database import Database
 
 T = TypeVar("T")
 
@@ -35,13 +36,20 @@ def settings_from(**overrides: Any) -> Settings:
         raise typer.Exit(EXIT_USAGE) from exc
 
 
-def cipher_for(settings: Settings) -> Any:
+def cipher_for(settings: Settings, db: Database) -> Any:
     """The vault key for a migration that seals stored secrets (built only if one does)."""
     from task_framework.services.crypto import encryptor_on
+    from task_framework.store.sql import SqlSettingsStore
+
+    store = SqlSettingsStore(db)
 
     def build(conn: Any) -> Any:
         return encryptor_on(
-            conn, encryption_key=settings.encryption_key, data_dir=settings.data_dir.resolve()
+            conn,
+            store,
+            sqlite=db.is_sqlite,
+            encryption_key=settings.encryption_key,
+            data_dir=settings.data_dir.resolve(),
         )
 
     return build
@@ -88,7 +96,7 @@ def with_keyring(settings: Settings, fn: Callable[[KeyRing], Awaitable[T]]) -> T
     async def _run() -> T:
         db = Database(url)
         try:
-            await asyncio.to_thread(lambda: db.migrate(cipher=cipher_for(settings)))
+            await asyncio.to_thread(lambda: db.migrate(cipher=cipher_for(settings, db)))
             return await fn(KeyRing(SqlKeyStore(db), api_keys=[], admin_api_keys=[]))
         finally:
             await db.close()

@@ -210,7 +210,7 @@ def migrate(database_url: DatabaseOpt = None, data_dir: DataDirOpt = None) -> No
 
     settings = settings_from(database_url=database_url, data_dir=data_dir)
     db = Database(settings.resolved_database_url)
-    db.migrate(cipher=cipher_for(settings))
+    db.migrate(cipher=cipher_for(settings, db))
     typer.echo("database is up to date")
 
 

@@ -25,16 +25,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-from sqlalchemy import Connection, select
-from sqlalchemy.dialects.postgresql import insert as postgres_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from task_framework.errors import ServiceUnavailable, TaskFrameworkError
 from task_framework.hardening import private_file
 from task_framework.models._time import utcnow
 from task_framework.observability.logging import get_logger
-from task_framework.store.database import Database
-from task_framework.store.tables import settings_kv
+from task_framework.store.base import Tx
+from task_framework.store.settings import SettingRecord, SettingsStore
 
 log = get_logger("task_framework.crypto")
 
@@ -95,23 +92,28 @@ def derive_key(passphrase: str, salt: bytes) -> bytes:
     return base64.urlsafe_b64encode(raw)
 
 
-def installation_salt(conn: Connection) -> bytes:
-    """The per-installation salt; created by the first replica that needs it."""
-    candidate = base64.b64encode(os.urandom(SALT_BYTES)).decode("ascii")
-    insert = postgres_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    # Concurrent first starts: whoever inserts first wins, the others read its salt.
-    conn.execute(
-        insert(settings_kv)
-        .values(key=SALT_SETTING, value=candidate, updated_at=utcnow())
-        .on_conflict_do_nothing(index_elements=[settings_kv.c.key])
+def _salt_record() -> SettingRecord:
+    return SettingRecord(
+        SALT_SETTING, base64.b64encode(os.urandom(SALT_BYTES)).decode("ascii"), utcnow()
     )
-    stored = conn.execute(
-        select(settings_kv.c.value).where(settings_kv.c.key == SALT_SETTING)
-    ).scalar_one()
+
+
+def _decoded_salt(stored: object) -> bytes:
     try:
         return base64.b64decode(str(stored), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise EncryptionKeyError(f"setting '{SALT_SETTING}' is corrupt") from exc
+
+
+def installation_salt_in(store: SettingsStore, tx: Tx) -> bytes:
+    """The per-installation salt, read in ``tx``; created by the first replica that needs
+    it (concurrent first starts: whoever stores first wins, the others read its salt)."""
+    return _decoded_salt(store.setdefault_in(tx, _salt_record()))
+
+
+async def installation_salt(store: SettingsStore) -> bytes:
+    """:func:`installation_salt_in`, in a transaction of its own."""
+    return _decoded_salt(await store.setdefault(_salt_record()))
 
 
 def key_file_key(path: Path) -> tuple[bytes, bool]:
@@ -136,9 +138,9 @@ def _split(encryption_key: str | None) -> list[str]:
     return [item.strip() for item in (encryption_key or "").split(",") if item.strip()]
 
 
-def require_key(db: Database, encryption_key: str | None) -> None:
+def require_key(*, sqlite: bool, encryption_key: str | None) -> None:
     """Refuse to start a PostgreSQL replica without a shared key (before touching the DB)."""
-    if not db.is_sqlite and not _split(encryption_key):
+    if not sqlite and not _split(encryption_key):
         raise EncryptionKeyError(
             "TASK_FRAMEWORK_ENCRYPTION_KEY (or ENCRYPTION_KEY) is required with PostgreSQL: "
             "every replica must use the same key to read credentials. Set it to a Fernet key "
@@ -146,17 +148,24 @@ def require_key(db: Database, encryption_key: str | None) -> None:
         )
 
 
-def encryptor_on(conn: Connection, *, encryption_key: str | None, data_dir: Path) -> Encryptor:
-    """The same encryptor as :func:`load_encryptor`, built on ``conn`` (blocking): for a
-    migration, which runs before the services exist."""
+def encryptor_on(
+    tx: Tx,
+    store: SettingsStore,
+    *,
+    sqlite: bool,
+    encryption_key: str | None,
+    data_dir: Path,
+) -> Encryptor:
+    """The same encryptor as :func:`load_encryptor`, built in the transaction ``tx``
+    (blocking): for a migration, which runs before the services exist."""
     items = _split(encryption_key)
     if not items:
-        if conn.dialect.name != "sqlite":
+        if not sqlite:
             raise EncryptionKeyError("TASK_FRAMEWORK_ENCRYPTION_KEY is required with PostgreSQL")
         key, _ = key_file_key(data_dir / KEY_FILE_NAME)
         return Encryptor([key])
     parsed = [(item, fernet_key(item)) for item in items]
-    salt = installation_salt(conn) if any(given is None for _, given in parsed) else b""
+    salt = installation_salt_in(store, tx) if any(given is None for _, given in parsed) else b""
     return Encryptor(
         [given if given is not None else derive_key(item, salt) for item, given in parsed]
     )
@@ -186,9 +195,11 @@ class SecretBox:
         return self._box().decrypt(token)
 
 
-async def load_encryptor(db: Database, *, encryption_key: str | None, data_dir: Path) -> Encryptor:
+async def load_encryptor(
+    store: SettingsStore, *, sqlite: bool, encryption_key: str | None, data_dir: Path
+) -> Encryptor:
     """Build the encryptor of this replica (once, at startup)."""
-    require_key(db, encryption_key)
+    require_key(sqlite=sqlite, encryption_key=encryption_key)
     items = _split(encryption_key)
     if not items:
         path = data_dir / KEY_FILE_NAME
@@ -204,7 +215,7 @@ async def load_encryptor(db: Database, *, encryption_key: str | None, data_dir: 
     parsed = [(item, fernet_key(item)) for item in items]
     salt = b""
     if any(given is None for _, given in parsed):
-        salt = await db.tx(installation_salt)
+        salt = await installation_salt(store)
     keys: list[bytes] = []
     for item, given in parsed:
         if given is None:

@@ -1,6 +1,7 @@
 """Pre-signed file URLs for local storage (API.md §8.3).
 
-``signature`` = hex HMAC-SHA256 over ``"<METHOD>\\n<file_ref>\\n<expires>"``. Keys come from
+``signature`` = hex HMAC-SHA256 over ``"<METHOD>\\n<file_ref>\\n<expires>"``
+(``storage/signing.py``, which local storage imports). Keys come from
 ``TASK_FRAMEWORK_URL_SIGNING_KEY`` (comma-separated: the first signs, all verify, so a
 secret can be rotated without breaking issued URLs) or, when unset, from one key generated
 once and stored in the ``settings`` table, sealed with the vault key, shared by every
@@ -12,46 +13,19 @@ against every key. All comparisons are constant-time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import hmac
 import secrets
 import time
-from dataclasses import dataclass
-
-from sqlalchemy import Connection, insert, select
-from sqlalchemy.exc import IntegrityError
 
 from task_framework.errors import AuthForbidden, ServiceUnavailable
 from task_framework.models._time import utcnow
 from task_framework.services.crypto import DecryptionFailed, SecretBox
-from task_framework.store.database import Database
-from task_framework.store.tables import settings_kv
+from task_framework.storage.signing import SignedParams, key_id, signature_for
+from task_framework.store.settings import SettingRecord, SettingsStore
 
 SIGNING_KEY_SETTING = "url_signing_key"
 GENERATED_KEY_BYTES = 32
-KEY_ID_HEX_CHARS = 12
 MAX_EXPIRES_DIGITS = 12
-
-
-def key_id(secret: bytes) -> str:
-    """A public fingerprint of a key (not usable to recover it)."""
-    return hashlib.sha256(b"task-framework-kid\n" + secret).hexdigest()[:KEY_ID_HEX_CHARS]
-
-
-def signature_for(secret: bytes, method: str, file_ref: str, expires: int) -> str:
-    message = f"{method}\n{file_ref}\n{expires}".encode()
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class SignedParams:
-    expires: int
-    signature: str
-    kid: str
-
-    def query(self) -> str:
-        return f"expires={self.expires}&signature={self.signature}&kid={self.kid}"
 
 
 class UrlSigner:
@@ -59,13 +33,14 @@ class UrlSigner:
 
     def __init__(
         self,
-        db: Database,
+        store: SettingsStore | None = None,
         *,
         configured_keys: list[str] | None = None,
         secret_box: SecretBox | None = None,
     ) -> None:
-        """``secret_box`` seals the stored key; it is needed only without configured keys."""
-        self._db = db
+        """``store`` keeps the generated key and ``secret_box`` seals it: both are needed
+        only without configured keys."""
+        self._store = store
         self._configured = [k.encode() for k in (configured_keys or []) if k]
         self._secrets = secret_box
         self._keys: list[tuple[str, bytes]] | None = None
@@ -81,32 +56,17 @@ class UrlSigner:
         return self._keys
 
     async def _stored_key(self) -> bytes:
-        box = self._secrets
-        if box is None:
-            raise RuntimeError("a stored URL-signing key needs the SecretBox")
-
-        def _read(conn: Connection) -> str | None:
-            value = conn.execute(
-                select(settings_kv.c.value).where(settings_kv.c.key == SIGNING_KEY_SETTING)
-            ).scalar()
-            return None if value is None else str(value)
-
-        found = await self._db.tx(_read)
+        box, store = self._secrets, self._store
+        if box is None or store is None:
+            raise RuntimeError("a stored URL-signing key needs the settings store and SecretBox")
+        record = await store.get(SIGNING_KEY_SETTING)
+        found = None if record is None else str(record.value)
         if found is None:
             sealed = box.seal(secrets.token_hex(GENERATED_KEY_BYTES))
-
-            def _insert(conn: Connection) -> None:
-                conn.execute(
-                    insert(settings_kv).values(
-                        key=SIGNING_KEY_SETTING, value=sealed, updated_at=utcnow()
-                    )
-                )
-
             # Another replica may have stored its key first: then everyone uses that one.
-            with contextlib.suppress(IntegrityError):
-                await self._db.tx(_insert)
-            found = await self._db.tx(_read)
-        assert found is not None
+            found = str(
+                await store.setdefault(SettingRecord(SIGNING_KEY_SETTING, sealed, utcnow()))
+            )
         try:
             return box.unseal(found).encode()
         except DecryptionFailed as exc:
@@ -159,4 +119,11 @@ class UrlSigner:
             raise AuthForbidden("The pre-signed URL has expired", code=code)
 
 
-__all__ = ["SIGNING_KEY_SETTING", "SignedParams", "UrlSigner", "key_id", "signature_for"]
+__all__ = [
+    "GENERATED_KEY_BYTES",
+    "SIGNING_KEY_SETTING",
+    "SignedParams",
+    "UrlSigner",
+    "key_id",
+    "signature_for",
+]

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 from task_framework.storage.base import FileStorage, PresignedUrl, StoredObject, check_file_ref
 
 if TYPE_CHECKING:
-    from task_framework.services.url_signing import UrlSigner
     from task_framework.settings import Settings
+    from task_framework.storage.signing import UrlSigning
 
 
-def build_storage(settings: Settings, *, signer: UrlSigner) -> FileStorage:
+def build_storage(settings: Settings, *, signer: UrlSigning) -> FileStorage:
     """The adapter the settings select (``FILE_STORAGE_TYPE``)."""
     if settings.file_storage_type == "s3":
         from task_framework.storage.s3 import S3Storage

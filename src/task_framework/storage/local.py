@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from task_framework.errors import StorageError
-from task_framework.services.url_signing import UrlSigner
 from task_framework.storage.base import (
     READ_CHUNK_BYTES,
     Method,
@@ -25,6 +24,7 @@ from task_framework.storage.base import (
     missing,
     pump,
 )
+from task_framework.storage.signing import UrlSigning
 
 MiB = 1024 * 1024
 WRITE_BLOCK_BYTES = 4 * MiB
@@ -124,7 +124,7 @@ class LocalStorage:
 
     kind = "local"
 
-    def __init__(self, root: Path, *, signer: UrlSigner) -> None:
+    def __init__(self, root: Path, *, signer: UrlSigning) -> None:
         self.root = root
         self._signer = signer
 

@@ -41,6 +41,16 @@ class SettingsStore(Protocol):
         """Store ``record`` in ``tx`` unless ``record.key`` exists; whether it was stored."""
         ...
 
+    def setdefault_in(self, tx: Tx, record: SettingRecord) -> Any:
+        """The stored value of ``record.key``, storing ``record`` first when the key is
+        absent, in ``tx``. Concurrent callers all get the value of the first one to
+        store (per-installation secrets: the salt, the URL-signing key)."""
+        ...
+
+    async def setdefault(self, record: SettingRecord) -> Any:
+        """:meth:`setdefault_in`, in a transaction of its own."""
+        ...
+
     async def get(self, key: str) -> SettingRecord | None:
         """The record of ``key``, if stored."""
         ...

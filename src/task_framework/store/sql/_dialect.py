@@ -1,5 +1,6 @@
 """What differs between SQLite and PostgreSQL for the store implementations, in one place:
-how a unique violation is recognised and how an upsert is written."""
+how a unique violation is recognised and how an upsert (or an insert that keeps an existing
+row) is written."""
 
 from __future__ import annotations
 
@@ -60,3 +61,17 @@ def upsert(
     statement = build(table).values(**values)
     changes = {name: statement.excluded[name] for name in values if name not in keys}
     conn.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=changes))
+
+
+def insert_absent(
+    conn: Connection,
+    table: Table,
+    values: Mapping[str, Any],
+    *,
+    keys: Sequence[str],
+) -> None:
+    """Insert ``values`` unless a row with the same ``keys`` exists, atomically: of
+    concurrent callers, the first one's row stays and no one gets an error."""
+    build = postgres_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = build(table).values(**values)
+    conn.execute(statement.on_conflict_do_nothing(index_elements=list(keys)))

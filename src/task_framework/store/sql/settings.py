@@ -15,7 +15,7 @@ from task_framework.store.base import Tx
 from task_framework.store.database import Database
 from task_framework.store.prepared import Prepared
 from task_framework.store.settings import SettingRecord, SettingsSnapshot
-from task_framework.store.sql._dialect import conn_of, translated, upsert
+from task_framework.store.sql._dialect import conn_of, insert_absent, translated, upsert
 from task_framework.store.tables import settings_kv, threads
 
 __all__ = ["SqlSettingsStore"]
@@ -75,6 +75,24 @@ class SqlSettingsStore:
                 )
             )
         return True
+
+    def setdefault_in(self, tx: Tx, record: SettingRecord) -> Any:
+        conn = conn_of(tx)
+        insert_absent(
+            conn,
+            settings_kv,
+            {
+                "key": record.key,
+                "value": record.value,
+                "updated_at": record.updated_at,
+                "updated_by": record.updated_by,
+            },
+            keys=["key"],
+        )
+        return _VALUE.first(conn, {"key": record.key})[0]
+
+    async def setdefault(self, record: SettingRecord) -> Any:
+        return await self._db.tx(self.setdefault_in, record)
 
     async def get(self, key: str) -> SettingRecord | None:
         row = await self._db.tx(
