@@ -70,8 +70,16 @@ from task_framework.storage import build_storage
 from task_framework.store import notify
 from task_framework.store.database import Database
 from task_framework.store.notify import Listener
+from task_framework.store.sessions import UiSessionStore
 from task_framework.store.settings import SettingsStore
-from task_framework.store.sql import SqlKeyStore, SqlSettingsStore, SqlVaultStore
+from task_framework.store.sql import (
+    SqlKeyStore,
+    SqlSettingsStore,
+    SqlStatsStore,
+    SqlUiSessionStore,
+    SqlVaultStore,
+)
+from task_framework.store.stats import StatsStore
 from task_framework.ui.routes import create_ui_app
 
 log = logging.getLogger("task_framework.app")
@@ -103,6 +111,8 @@ class Services:
     scheduler: Scheduler
     secret_box: SecretBox
     settings_store: SettingsStore
+    stats: StatsStore
+    ui_sessions: UiSessionStore
     files: Any = None
     sandbox: Sandbox | None = None
     """The runner's sandbox (None when the runner is not the process pool)."""
@@ -296,6 +306,8 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         scheduler=scheduler,
         secret_box=secret_box,
         settings_store=settings_store,
+        stats=SqlStatsStore(db),
+        ui_sessions=SqlUiSessionStore(db),
     )
 
 
@@ -476,7 +488,7 @@ def create_app(
             listener = Listener(svc.db.url, svc.on_notification)
             listener.start()
         svc.metrics.record_library_initialization()
-        gauges = asyncio.create_task(refresh_forever(svc.db, svc.metrics), name="cluster-gauges")
+        gauges = asyncio.create_task(refresh_forever(svc.stats, svc.metrics), name="cluster-gauges")
         if on_ready is not None:
             on_ready(svc)
         # Everything built so far lives as long as the app: keep it out of the cyclic

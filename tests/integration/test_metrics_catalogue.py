@@ -96,7 +96,7 @@ async def test_scrape_after_mixed_workload_and_bounded_cardinality(
         await workload(server, receiver, threads=3)
         await receiver.wait_for(1)
         # Cluster gauges refresh every 15 s in the background; take one snapshot now.
-        await refresh(server.services.db, server.services.metrics)
+        await refresh(server.services.stats, server.services.metrics)
         await server.client.get("/metrics")  # so the scrape route itself is counted once
         first = (await server.client.get("/metrics")).text
 

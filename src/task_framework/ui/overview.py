@@ -9,13 +9,11 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, func, select
-
 from task_framework.models._time import utcnow
 from task_framework.services.auth import Principal
-from task_framework.services.threads import ThreadFilters, owner_condition
+from task_framework.services.threads import ThreadFilters
 from task_framework.store.paging import PageRequest
-from task_framework.store.tables import threads
+from task_framework.store.stats import StatsStore, ThreadOwner
 from task_framework.ui.common import short_ts
 
 if TYPE_CHECKING:
@@ -36,30 +34,17 @@ CHART_BOTTOM = 52
 BAR_STEP = 28
 
 
-def _figures(conn: Connection, principal: Principal) -> dict[str, Any]:
-    owner = owner_condition(threads, principal)
-    where = [owner] if owner is not None else []
-    by_state = Counter(
-        {
-            str(state): int(count)
-            for state, count in conn.execute(
-                select(threads.c.state, func.count()).where(*where).group_by(threads.c.state)
-            )
-        }
-    )
-    oldest = conn.execute(
-        select(func.min(threads.c.created_at)).where(and_(*where, threads.c.state == "queued"))
-    ).scalar()
+async def _figures(stats: StatsStore, principal: Principal) -> dict[str, Any]:
+    # Regular keys see their own threads only.
+    owner = None if principal.is_admin else ThreadOwner(principal.app_id, principal.user_id)
     now = utcnow()
     # Whole hours, the last one still running: the axis reads 13:00, 14:00, ...
     since = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=HISTORY_HOURS - 1)
-    rows = conn.execute(
-        select(threads.c.created_at, threads.c.state)
-        .where(*where, threads.c.created_at >= since)
-        .limit(MAX_HISTORY_ROWS)
-    ).all()
+    figures = await stats.overview(owner, since=since, max_created=MAX_HISTORY_ROWS)
+    by_state = Counter(figures.states)
+    oldest = figures.oldest_queued_at
     buckets: list[Counter[str]] = [Counter() for _ in range(HISTORY_HOURS)]
-    for created_at, state in rows:
+    for created_at, state in figures.created:
         index = min(int((created_at - since).total_seconds() // 3600), HISTORY_HOURS - 1)
         buckets[index][state] += 1
     return {
@@ -136,7 +121,7 @@ def _chart(buckets: list[Counter[str]], since: datetime) -> dict[str, Any]:
 
 
 async def collect(svc: Services, principal: Principal) -> dict[str, Any]:
-    figures = await svc.db.tx(_figures, principal)
+    figures = await _figures(svc.stats, principal)
     failures = await svc.threads.list_threads(
         principal, ThreadFilters(state="failed"), PageRequest(limit=RECENT_FAILURES)
     )

@@ -173,7 +173,7 @@ def create_ui_app(svc: Services) -> ASGIApp:
     """The UI as an ASGI app to mount at ``/ui`` on the main application."""
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     app.state.services = svc
-    app.state.sessions = SessionStore(svc.db, svc.keys)
+    app.state.sessions = SessionStore(svc.ui_sessions, svc.keys)
     app.state.flashes = FlashStore(svc.db, svc.secret_box)
     _install_handlers(app)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

@@ -15,12 +15,9 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, delete, insert, select, update
-
 from task_framework.models._time import utcnow
 from task_framework.services.auth import KeyRing, Principal, hash_key
-from task_framework.store.database import Database
-from task_framework.store.tables import ui_sessions
+from task_framework.store.sessions import UiSessionRecord, UiSessionStore
 
 COOKIE_NAME = "tf_session"
 COOKIE_PATH = "/ui"
@@ -51,10 +48,10 @@ class Session:
 
 
 class SessionStore:
-    """Creates, resolves and revokes sessions."""
+    """Creates, resolves and revokes sessions (kept in a :class:`UiSessionStore`)."""
 
-    def __init__(self, db: Database, keys: KeyRing) -> None:
-        self._db = db
+    def __init__(self, store: UiSessionStore, keys: KeyRing) -> None:
+        self._store = store
         self._keys = keys
 
     async def create(self, api_key: str, principal: Principal) -> tuple[str, Session]:
@@ -63,27 +60,21 @@ class SessionStore:
         now = utcnow()
         session_id, csrf = _digest(token), secrets.token_urlsafe(TOKEN_BYTES)
         expires_at = now + ABSOLUTE_TIMEOUT
-        row = {
-            "id": session_id,
-            "key_hash": hash_key(api_key),
-            "key_id": principal.key_id,
-            "key_name": principal.key_name,
-            "is_admin": principal.is_admin,
-            "app_id": principal.app_id,
-            "user_id": principal.user_id,
-            "csrf_token": csrf,
-            "created_at": now,
-            "last_seen_at": now,
-            "expires_at": expires_at,
-            "revoked_at": None,
-        }
-
-        def _insert(conn: Connection) -> None:
-            # Expired and revoked sessions are pruned as new ones arrive.
-            conn.execute(delete(ui_sessions).where(ui_sessions.c.expires_at < now))
-            conn.execute(insert(ui_sessions).values(**row))
-
-        await self._db.tx(_insert)
+        record = UiSessionRecord(
+            id=session_id,
+            key_hash=hash_key(api_key),
+            key_id=principal.key_id,
+            key_name=principal.key_name,
+            is_admin=principal.is_admin,
+            app_id=principal.app_id,
+            user_id=principal.user_id,
+            csrf_token=csrf,
+            created_at=now,
+            last_seen_at=now,
+            expires_at=expires_at,
+        )
+        # Expired and revoked sessions are pruned as new ones arrive.
+        await self._store.create(record, prune_before=now)
         return token, Session(session_id, principal, csrf, expires_at)
 
     async def resolve(self, token: str | None) -> Session | None:
@@ -92,43 +83,26 @@ class SessionStore:
             return None
         session_id = _digest(token)
         now = utcnow()
-        row = await self._db.tx(
-            lambda conn: conn.execute(
-                select(ui_sessions).where(ui_sessions.c.id == session_id)
-            ).first()
-        )
+        stored = await self._store.get(session_id)
         if (
-            row is None
-            or row.revoked_at is not None
-            or row.expires_at <= now
-            or now - row.last_seen_at > IDLE_TIMEOUT
+            stored is None
+            or stored.revoked_at is not None
+            or stored.expires_at <= now
+            or now - stored.last_seen_at > IDLE_TIMEOUT
         ):
             return None
         principal = await self._keys.principal_for_hash(
-            row.key_hash, is_admin=row.is_admin, app_id=row.app_id, user_id=row.user_id
+            stored.key_hash, is_admin=stored.is_admin, app_id=stored.app_id, user_id=stored.user_id
         )
         if principal is None:
             await self.revoke(session_id)
             return None
-        if now - row.last_seen_at > TOUCH_INTERVAL:
-            await self._db.tx(
-                lambda conn: conn.execute(
-                    update(ui_sessions)
-                    .where(ui_sessions.c.id == session_id)
-                    .values(last_seen_at=now)
-                )
-            )
-        return Session(session_id, principal, row.csrf_token, row.expires_at)
+        if now - stored.last_seen_at > TOUCH_INTERVAL:
+            await self._store.touch(session_id, now)
+        return Session(session_id, principal, stored.csrf_token, stored.expires_at)
 
     async def revoke(self, session_id: str) -> None:
-        now = utcnow()
-        await self._db.tx(
-            lambda conn: conn.execute(
-                update(ui_sessions)
-                .where(ui_sessions.c.id == session_id, ui_sessions.c.revoked_at.is_(None))
-                .values(revoked_at=now)
-            )
-        )
+        await self._store.revoke(session_id, utcnow())
 
 
 __all__ = ["COOKIE_NAME", "COOKIE_PATH", "Session", "SessionStore"]
