@@ -7,6 +7,12 @@ hand them to the services as the interfaces of ``task_framework.store``.
 
 from task_framework.store.sql.credentials import SqlVaultStore
 from task_framework.store.sql.keys import SqlKeyStore
+from task_framework.store.sql.schedules import SqlScheduleStore
 from task_framework.store.sql.settings import SqlSettingsStore
 
-__all__ = ["SqlKeyStore", "SqlSettingsStore", "SqlVaultStore"]
+__all__ = [
+    "SqlKeyStore",
+    "SqlScheduleStore",
+    "SqlSettingsStore",
+    "SqlVaultStore",
+]
