@@ -74,6 +74,7 @@ from task_framework.store.sessions import UiSessionStore
 from task_framework.store.settings import SettingsStore
 from task_framework.store.sql import (
     SqlKeyStore,
+    SqlScheduleStore,
     SqlSettingsStore,
     SqlStatsStore,
     SqlUiSessionStore,
@@ -259,17 +260,19 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         tracing=tracing,
     )
     thread_service.url_guard = url_guard
+    schedule_store = SqlScheduleStore(db)
     run_engine = RunEngine(
         registry,
+        schedule_store,
         misfire_grace_seconds=settings.scheduler_misfire_grace_seconds,
         seconds_field=settings.scheduler_test_seconds,
     )
     run_engine.tracing = tracing
     schedule_service = ScheduleService(
-        db, registry, executor, run_engine, metrics, secret_box=secret_box
+        schedule_store, registry, executor, run_engine, metrics, secret_box=secret_box
     )
     schedule_service.url_guard = url_guard
-    scheduler = Scheduler(db=db, engine=run_engine, apply=schedule_service.apply)
+    scheduler = Scheduler(store=schedule_store, engine=run_engine, apply=schedule_service.apply)
     schedule_service.on_change = scheduler.changed
     executor.add_settle_listener(scheduler.thread_settled)
     return Services(

@@ -15,25 +15,23 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, insert, or_, select, update
-
 from task_framework.errors import TaskFrameworkError
 from task_framework.ids import new_id
 from task_framework.models._time import format_ts
-from task_framework.models.threads import TERMINAL_STATES
 from task_framework.observability.tracing import NO_TRACING, Tracing
 from task_framework.services.auth import Principal
 from task_framework.services.cron import CronSpec, load_zone, parse_cron
 from task_framework.services.events import insert_events, thread_event
 from task_framework.services.tasks import TaskRegistry
 from task_framework.services.threads import _NewThread, insert_thread, load_thread
-from task_framework.store.tables import schedule_runs, schedules, threads
+from task_framework.store.base import Tx
+from task_framework.store.schedules import RunChange, RunRecord, ScheduleRecord, ScheduleStore
 
 log = logging.getLogger("task_framework.schedules")
 
@@ -78,25 +76,31 @@ def retry_delay_seconds(attempt: int) -> float:
     return base * factor
 
 
-def run_dict(m: Any) -> dict[str, Any]:
-    """A run row (or a dict of its values) as the API shows it."""
-    zone = _zone_or_utc(m["timezone"])
-    scheduled: datetime = m["scheduled_for_utc"]
+def run_dict(run: RunRecord) -> dict[str, Any]:
+    """A run as the API shows it."""
+    zone = _zone_or_utc(run.timezone)
+    scheduled = run.scheduled_for_utc
     return {
-        "schedule_id": m["schedule_id"],
-        "run_id": m["run_id"],
+        "schedule_id": run.schedule_id,
+        "run_id": run.run_id,
         "scheduled_for_utc": format_ts(scheduled),
         "scheduled_for_local": scheduled.astimezone(zone).isoformat(timespec="microseconds"),
-        "state": m["state"],
-        "attempt": m["attempt"],
-        "max_attempts": m["max_attempts"],
-        "threads": list(m["threads"] or []),
+        "state": run.state,
+        "attempt": run.attempt,
+        "max_attempts": run.max_attempts,
+        "threads": list(run.threads),
         "metrics": None,
-        "labels": m["labels"] or {},
-        "created_at": format_ts(m["created_at"]),
-        "started_at": format_ts(m["started_at"]),
-        "finished_at": format_ts(m["finished_at"]),
+        "labels": run.labels,
+        "created_at": format_ts(run.created_at),
+        "started_at": format_ts(run.started_at),
+        "finished_at": format_ts(run.finished_at),
     }
+
+
+def tx_conn(tx: Tx) -> Any:
+    """``tx`` for the threads and events helpers, which still take a Connection until the
+    threads store exists (issue 16); passed on unchanged."""
+    return tx
 
 
 def _zone_or_utc(name: str) -> ZoneInfo:
@@ -106,10 +110,12 @@ def _zone_or_utc(name: str) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
-def run_event(event_type: str, run: dict[str, Any], sched: Any, at: datetime) -> dict[str, Any]:
+def run_event(
+    event_type: str, run: dict[str, Any], sched: ScheduleRecord, at: datetime
+) -> dict[str, Any]:
     """An ``events`` row about a run (API.md §12.2, §12.4)."""
     metadata = {
-        **(sched.metadata or {}),
+        **sched.metadata,
         "schedule_id": run["schedule_id"],
         "run_id": run["run_id"],
         "task_id": sched.task_id,
@@ -154,9 +160,15 @@ class RunEngine:
     """Fires, settles and retries runs; every method takes an open transaction."""
 
     def __init__(
-        self, registry: TaskRegistry, *, misfire_grace_seconds: float, seconds_field: bool
+        self,
+        registry: TaskRegistry,
+        store: ScheduleStore,
+        *,
+        misfire_grace_seconds: float,
+        seconds_field: bool,
     ) -> None:
         self._registry = registry
+        self._store = store
         self.grace = timedelta(seconds=misfire_grace_seconds)
         self.seconds_field = seconds_field
         self.tracing: Tracing = NO_TRACING  # set by the app
@@ -171,10 +183,10 @@ class RunEngine:
 
     # -- fires ------------------------------------------------------------------------------
 
-    def process_due(self, conn: Connection, schedule_id: str, now: datetime) -> Effects:
+    def process_due(self, tx: Tx, schedule_id: str, now: datetime) -> Effects:
         """Process every fire of one schedule from its watermark up to ``now``."""
         effects = Effects()
-        sched = _lock_schedule(conn, schedule_id)
+        sched = self._store.get_in(tx, schedule_id, lock=True)
         if sched is None or sched.state != "active" or sched.next_run_at is None:
             return effects
         if sched.next_run_at > now:
@@ -208,144 +220,116 @@ class RunEngine:
                 extra={"schedule_id": schedule_id, "recorded": MAX_MISSED_RECORDED},
             )
         if missed and sched.misfire_policy == "catch_up_last":
-            self.fire(conn, sched, missed[-1], now, {"trigger": "catch_up"}, effects)
+            self.fire(tx, sched, missed[-1], now, {"trigger": "catch_up"}, effects)
         elif missed:
             for fire in missed[:MAX_MISSED_RECORDED]:
-                self._record_skipped(conn, sched, fire, now, effects)
+                self._record_skipped(tx, sched, fire, now, effects)
         for fire in due:
-            self.fire(conn, sched, fire, now, {}, effects)
-        conn.execute(
-            update(schedules)
-            .where(schedules.c.id == schedule_id)
-            .values(next_run_at=spec.next_after(now, zone))
-        )
+            self.fire(tx, sched, fire, now, {}, effects)
+        self._store.set_next_run_in(tx, schedule_id, spec.next_after(now, zone))
         return effects
 
     def fire(
         self,
-        conn: Connection,
-        sched: Any,
+        tx: Tx,
+        sched: ScheduleRecord,
         scheduled_for: datetime,
         now: datetime,
         labels: dict[str, Any],
         effects: Effects,
-    ) -> dict[str, Any] | None:
+    ) -> RunRecord | None:
         """Create the run of one fire; None when it exists already. ``sched`` is locked."""
         run_id = run_id_for(sched.id, scheduled_for)
-        if _run_exists(conn, run_id):
+        if self._store.run_exists_in(tx, run_id):
             return None
-        run = self._insert_run(conn, sched, run_id, scheduled_for, now, labels)
-        others = list(
-            conn.execute(
-                select(schedule_runs).where(
-                    schedule_runs.c.schedule_id == sched.id,
-                    schedule_runs.c.state == "running",
-                    schedule_runs.c.run_id != run_id,
-                )
-            )
-        )
+        run = self._insert_run(tx, sched, run_id, scheduled_for, now, labels)
+        others = self._store.running_runs_in(tx, sched.id, excluding=run_id)
         if others and sched.concurrency_policy == "forbid":
-            return self._transition(conn, sched, run, now, effects, state="skipped")
+            return self._transition(tx, sched, run, now, effects, RunChange(state="skipped"))
         if others and sched.concurrency_policy == "replace":
             for other in others:
-                self._stop_run(conn, sched, other, now, effects)
-        thread_id = self._start_attempt(conn, sched, run_id, attempt=1, effects=effects)
+                self._stop_run(tx, sched, other, now, effects)
+        thread_id = self._start_attempt(tx, sched, run_id, attempt=1, effects=effects)
         if thread_id is None:
-            run = self._transition(conn, sched, run, now, effects, state="failed")
+            run = self._transition(tx, sched, run, now, effects, RunChange(state="failed"))
         else:
-            run = self._transition(
-                conn,
-                sched,
-                run,
-                now,
-                effects,
+            started = RunChange(
                 state="running",
                 started_at=now,
-                threads=[thread_id],
+                threads=(thread_id,),
                 current_thread_id=thread_id,
             )
-        self._touch_last_run(conn, sched, scheduled_for)
+            run = self._transition(tx, sched, run, now, effects, started)
+        self._store.touch_last_run_in(tx, sched.id, scheduled_for)
         return run
 
     def _record_skipped(
-        self, conn: Connection, sched: Any, scheduled_for: datetime, now: datetime, eff: Effects
+        self, tx: Tx, sched: ScheduleRecord, scheduled_for: datetime, now: datetime, eff: Effects
     ) -> None:
         run_id = run_id_for(sched.id, scheduled_for)
-        if _run_exists(conn, run_id):
+        if self._store.run_exists_in(tx, run_id):
             return
-        run = self._insert_run(conn, sched, run_id, scheduled_for, now, {"trigger": "misfire"})
-        self._transition(conn, sched, run, now, eff, state="skipped")
-        self._touch_last_run(conn, sched, scheduled_for)
+        run = self._insert_run(tx, sched, run_id, scheduled_for, now, {"trigger": "misfire"})
+        self._transition(tx, sched, run, now, eff, RunChange(state="skipped"))
+        self._store.touch_last_run_in(tx, sched.id, scheduled_for)
 
     def _insert_run(
         self,
-        conn: Connection,
-        sched: Any,
+        tx: Tx,
+        sched: ScheduleRecord,
         run_id: str,
         scheduled_for: datetime,
         now: datetime,
         labels: dict[str, Any],
-    ) -> dict[str, Any]:
-        row = {
-            "run_id": run_id,
-            "schedule_id": sched.id,
-            "scheduled_for_utc": scheduled_for,
-            "timezone": sched.timezone,
-            "state": "pending",
-            "attempt": 1,
-            "max_attempts": sched.max_attempts,
-            "threads": [],
-            "current_thread_id": None,
-            "next_retry_at": None,
-            "labels": labels,
-            "app_id": sched.app_id,
-            "user_id": sched.user_id,
-            "created_at": now,
-            "started_at": None,
-            "finished_at": None,
-        }
-        conn.execute(insert(schedule_runs).values(**row))
-        return row
-
-    def _touch_last_run(self, conn: Connection, sched: Any, scheduled_for: datetime) -> None:
-        conn.execute(
-            update(schedules)
-            .where(
-                schedules.c.id == sched.id,
-                or_(schedules.c.last_run_at.is_(None), schedules.c.last_run_at < scheduled_for),
-            )
-            .values(last_run_at=scheduled_for)
+    ) -> RunRecord:
+        run = RunRecord(
+            run_id=run_id,
+            schedule_id=sched.id,
+            scheduled_for_utc=scheduled_for,
+            timezone=sched.timezone,
+            state="pending",
+            attempt=1,
+            max_attempts=sched.max_attempts,
+            threads=(),
+            current_thread_id=None,
+            next_retry_at=None,
+            labels=labels,
+            app_id=sched.app_id,
+            user_id=sched.user_id,
+            created_at=now,
+            started_at=None,
+            finished_at=None,
         )
+        self._store.add_run_in(tx, run)
+        return run
 
     def _transition(
         self,
-        conn: Connection,
-        sched: Any,
-        run: dict[str, Any],
+        tx: Tx,
+        sched: ScheduleRecord,
+        run: RunRecord,
         now: datetime,
         effects: Effects,
-        *,
-        state: str,
-        **changes: Any,
-    ) -> dict[str, Any]:
-        """Move a run to ``state`` (terminal ones get ``finished_at``) with its event."""
-        values: dict[str, Any] = {"state": state, **changes}
+        change: RunChange,
+    ) -> RunRecord:
+        """Apply ``change`` to a run, moving it to ``change.state`` (terminal ones get
+        ``finished_at``), with its event."""
+        state = change.state
+        assert state is not None
         if state in ("succeeded", "failed", "stopped", "timeout"):
-            values.update(finished_at=now, next_retry_at=None)
+            change = replace(change, finished_at=now, next_retry_at=None, clear_retry=True)
         elif state == "skipped":
-            values.update(finished_at=run["created_at"])
-        conn.execute(
-            update(schedule_runs).where(schedule_runs.c.run_id == run["run_id"]).values(**values)
-        )
-        updated = {**run, **values}
-        insert_events(conn, [run_event(RUN_EVENT[state], run_dict(updated), sched, now)])
+            change = replace(change, finished_at=run.created_at)
+        self._store.update_run_in(tx, run.run_id, change)
+        updated = _changed(run, change)
+        insert_events(tx_conn(tx), [run_event(RUN_EVENT[state], run_dict(updated), sched, now)])
         effects.transitions.append((sched.id, state))
-        if state == "running" and run["state"] == "pending":
-            effects.fire_lags.append((now - run["scheduled_for_utc"]).total_seconds())
+        if state == "running" and run.state == "pending":
+            effects.fire_lags.append((now - run.scheduled_for_utc).total_seconds())
         return updated
 
     def _start_attempt(
-        self, conn: Connection, sched: Any, run_id: str, *, attempt: int, effects: Effects
+        self, tx: Tx, sched: ScheduleRecord, run_id: str, *, attempt: int, effects: Effects
     ) -> str | None:
         """Create the thread of one attempt; None (logged) when it cannot be created."""
         task = self._registry.get(sched.task_id, sched.task_version)
@@ -357,7 +341,7 @@ class RunEngine:
             return None
         owner = (sched.app_id, sched.user_id)
         metadata = {
-            **(sched.metadata or {}),
+            **sched.metadata,
             "task_id": sched.task_id,
             "task_version": sched.task_version,
             "schedule_id": sched.id,
@@ -370,7 +354,7 @@ class RunEngine:
             task=task,
             inputs=[_template_copy(item) for item in sched.inputs_template],
             name=f"schedule_execution_{sched.id}",
-            params=dict(sched.params or {}),
+            params=dict(sched.params),
             metadata=metadata,
             owner=owner,
             timeout_seconds=None,
@@ -386,7 +370,7 @@ class RunEngine:
             # Validation happens before any write, so a failure leaves nothing behind.
             with self.tracing.span("thread.create", attributes=attributes) as span:
                 plan.traceparent = span.traceparent
-                thread, _ = insert_thread(conn, plan)
+                thread, _ = insert_thread(tx_conn(tx), plan)
         except TaskFrameworkError as exc:
             log.warning(
                 "schedule.run.thread_rejected",
@@ -398,106 +382,64 @@ class RunEngine:
         return thread_id
 
     def _stop_run(
-        self, conn: Connection, sched: Any, other: Any, now: datetime, effects: Effects
+        self, tx: Tx, sched: ScheduleRecord, other: RunRecord, now: datetime, effects: Effects
     ) -> None:
         """Replace policy: stop a running run's live threads as ``:stop`` does."""
-        live = list(
-            conn.execute(
-                select(threads.c.id, threads.c.state).where(
-                    threads.c.id.in_(list(other.threads or [])),
-                    threads.c.state.in_(("queued", "running")),
-                )
-            )
-        )
-        for row in live:
-            conn.execute(
-                update(threads)
-                .where(threads.c.id == row.id, threads.c.state.in_(("queued", "running")))
-                .values(state="stopped", finished_at=now, stop_requested=True)
-            )
-            thread = load_thread(conn, row.id, show_stack=True)
+        conn = tx_conn(tx)
+        for thread_id, was in self._store.stop_threads_in(tx, other.threads, now):
+            thread = load_thread(conn, thread_id, show_stack=True)
             insert_events(
                 conn,
                 [thread_event("thread.stopped", thread, at=now, artifacts=thread["artifacts"])],
             )
-            effects.stopped_threads.append((thread, row.state == "running"))
-        self._transition(conn, sched, dict(other._mapping), now, effects, state="stopped")
+            effects.stopped_threads.append((thread, was == "running"))
+        self._transition(tx, sched, other, now, effects, RunChange(state="stopped"))
 
     # -- settlement and retries ---------------------------------------------------------------
 
-    def settle(self, conn: Connection, now: datetime) -> Effects:
+    def settle(self, tx: Tx, now: datetime) -> Effects:
         """Runs whose current thread ended: settle them, or schedule their next attempt."""
         effects = Effects()
-        query = (
-            select(schedule_runs, threads.c.state.label("thread_state"))
-            .select_from(
-                schedule_runs.outerjoin(threads, threads.c.id == schedule_runs.c.current_thread_id)
-            )
-            .where(
-                schedule_runs.c.state == "running",
-                schedule_runs.c.next_retry_at.is_(None),
-                or_(threads.c.id.is_(None), threads.c.state.in_(sorted(TERMINAL_STATES))),
-            )
-            .limit(BATCH_SIZE)
-            .with_for_update(skip_locked=True, of=schedule_runs)
-        )
-        rows = list(conn.execute(query))
-        owners = _schedules_by_id(conn, {r.schedule_id for r in rows})
-        for row in rows:
-            sched = owners.get(row.schedule_id)
-            run = {k: v for k, v in row._mapping.items() if k != "thread_state"}
-            outcome = THREAD_OUTCOME_TO_RUN.get(row.thread_state or "", "failed")
+        ended = self._store.ended_runs_in(tx, limit=BATCH_SIZE)
+        owners = self._store.schedules_in(tx, {run.schedule_id for run, _ in ended})
+        for run, thread_state in ended:
+            sched = owners.get(run.schedule_id)
+            outcome = THREAD_OUTCOME_TO_RUN.get(thread_state or "", "failed")
             if sched is None:
-                conn.execute(
-                    update(schedule_runs)
-                    .where(schedule_runs.c.run_id == row.run_id)
-                    .values(state=outcome, finished_at=now)
-                )
-            elif outcome == "failed" and row.attempt < row.max_attempts:
-                delay = timedelta(seconds=retry_delay_seconds(row.attempt))
-                conn.execute(
-                    update(schedule_runs)
-                    .where(schedule_runs.c.run_id == row.run_id)
-                    .values(next_retry_at=now + delay)
-                )
+                self._store.update_run_in(tx, run.run_id, RunChange(state=outcome, finished_at=now))
+            elif outcome == "failed" and run.attempt < run.max_attempts:
+                delay = timedelta(seconds=retry_delay_seconds(run.attempt))
+                self._store.update_run_in(tx, run.run_id, RunChange(next_retry_at=now + delay))
             else:
-                self._transition(conn, sched, run, now, effects, state=outcome)
+                self._transition(tx, sched, run, now, effects, RunChange(state=outcome))
         return effects
 
-    def retry_due(self, conn: Connection, now: datetime) -> Effects:
+    def retry_due(self, tx: Tx, now: datetime) -> Effects:
         """Start the next attempt of runs whose back-off has elapsed."""
         effects = Effects()
-        rows = list(
-            conn.execute(
-                select(schedule_runs)
-                .where(schedule_runs.c.state == "running", schedule_runs.c.next_retry_at <= now)
-                .limit(BATCH_SIZE)
-                .with_for_update(skip_locked=True)
-            )
-        )
-        owners = _schedules_by_id(conn, {r.schedule_id for r in rows})
-        for row in rows:
-            sched = owners.get(row.schedule_id)
-            run = dict(row._mapping)
-            attempt = row.attempt + 1
+        runs = self._store.due_retries_in(tx, now, limit=BATCH_SIZE)
+        owners = self._store.schedules_in(tx, {run.schedule_id for run in runs})
+        for run in runs:
+            sched = owners.get(run.schedule_id)
+            attempt = run.attempt + 1
             thread_id = (
                 None
                 if sched is None
-                else self._start_attempt(conn, sched, row.run_id, attempt=attempt, effects=effects)
+                else self._start_attempt(tx, sched, run.run_id, attempt=attempt, effects=effects)
             )
             if thread_id is None:
                 if sched is not None:
-                    self._transition(conn, sched, run, now, effects, state="failed")
+                    self._transition(tx, sched, run, now, effects, RunChange(state="failed"))
                 continue
-            conn.execute(
-                update(schedule_runs)
-                .where(schedule_runs.c.run_id == row.run_id)
-                .values(
+            self._store.update_run_in(
+                tx,
+                run.run_id,
+                RunChange(
                     attempt=attempt,
-                    threads=[*(row.threads or []), thread_id],
+                    threads=(*run.threads, thread_id),
                     current_thread_id=thread_id,
-                    next_retry_at=None,
-                )
+                    clear_retry=True,
+                ),
             )
         return effects
 
@@ -508,20 +450,15 @@ def _template_copy(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if k not in skip}
 
 
-def _lock_schedule(conn: Connection, schedule_id: str) -> Any:
-    return conn.execute(
-        select(schedules).where(schedules.c.id == schedule_id).with_for_update()
-    ).first()
-
-
-def _run_exists(conn: Connection, run_id: str) -> bool:
-    found = conn.execute(
-        select(schedule_runs.c.run_id).where(schedule_runs.c.run_id == run_id)
-    ).first()
-    return found is not None
-
-
-def _schedules_by_id(conn: Connection, ids: set[str]) -> dict[str, Any]:
-    if not ids:
-        return {}
-    return {r.id: r for r in conn.execute(select(schedules).where(schedules.c.id.in_(ids)))}
+def _changed(run: RunRecord, change: RunChange) -> RunRecord:
+    """``run`` as :meth:`ScheduleStore.update_run_in` leaves it after ``change``."""
+    values: dict[str, Any] = {
+        name: getattr(change, name)
+        for name in ("state", "attempt", "threads", "current_thread_id", "started_at")
+        if getattr(change, name) is not None
+    }
+    if change.finished_at is not None:
+        values["finished_at"] = change.finished_at
+    if change.next_retry_at is not None or change.clear_retry:
+        values["next_retry_at"] = change.next_retry_at
+    return replace(run, **values)

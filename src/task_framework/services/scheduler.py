@@ -30,15 +30,13 @@ from zoneinfo import ZoneInfo
 from apscheduler.jobstores.base import JobLookupError  # type: ignore[import-untyped]
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 from apscheduler.triggers.base import BaseTrigger  # type: ignore[import-untyped]
-from sqlalchemy import Connection, select
-from sqlalchemy.exc import IntegrityError
 
 from task_framework.errors import TaskFrameworkError
 from task_framework.models._time import utcnow
 from task_framework.services.cron import CronError, CronSpec
 from task_framework.services.schedule_runs import Effects, RunEngine
-from task_framework.store.database import Database
-from task_framework.store.tables import schedules
+from task_framework.store.errors import UniqueViolation
+from task_framework.store.schedules import ScheduleStore, ScheduleTiming
 
 log = logging.getLogger("task_framework.scheduler")
 
@@ -74,11 +72,11 @@ class Scheduler:
     def __init__(
         self,
         *,
-        db: Database,
+        store: ScheduleStore,
         engine: RunEngine,
         apply: Callable[[Effects], Awaitable[None]],
     ) -> None:
-        self._db = db
+        self._store = store
         self._engine = engine
         self._apply = apply
         self._aps: AsyncIOScheduler | None = None
@@ -156,7 +154,7 @@ class Scheduler:
     async def resync(self) -> None:
         """Match the jobs to the active schedules; recover overdue ones."""
         now = utcnow()
-        wanted, overdue = await self._db.tx(self._snapshot, now)
+        wanted, overdue = self._snapshot(await self._store.active_timings(), now)
         aps = self._aps
         if aps is None:
             return
@@ -185,14 +183,10 @@ class Scheduler:
         for schedule_id in overdue:
             await self.wake(schedule_id)
 
+    @staticmethod
     def _snapshot(
-        self, conn: Connection, now: datetime
+        rows: list[ScheduleTiming], now: datetime
     ) -> tuple[dict[str, tuple[str, str]], list[str]]:
-        rows = conn.execute(
-            select(
-                schedules.c.id, schedules.c.cron, schedules.c.timezone, schedules.c.next_run_at
-            ).where(schedules.c.state == "active")
-        )
         late = now - timedelta(seconds=LATE_PICKUP_SECONDS)
         wanted: dict[str, tuple[str, str]] = {}
         overdue: list[str] = []
@@ -205,19 +199,19 @@ class Scheduler:
     async def wake(self, schedule_id: str) -> None:
         """Process whatever fires of one schedule are due (job callback)."""
         try:
-            effects = await self._db.tx(self._engine.process_due, schedule_id, utcnow())
+            effects = await self._store.tx(self._engine.process_due, schedule_id, utcnow())
+        except UniqueViolation:
+            # Backstop of the unique fire key: another replica recorded this fire.
+            log.debug("fire already recorded elsewhere", extra={"schedule_id": schedule_id})
+            return
         except TaskFrameworkError as exc:
             log.warning(
                 "scheduler.fire_failed", extra={"schedule_id": schedule_id, "error": exc.message}
             )
             return
-        except IntegrityError:
-            # Backstop of the unique fire key: another replica recorded this fire.
-            log.debug("fire already recorded elsewhere", extra={"schedule_id": schedule_id})
-            return
         await self._apply(effects)
 
     async def reconcile(self) -> None:
         now = utcnow()
-        await self._apply(await self._db.tx(self._engine.settle, now))
-        await self._apply(await self._db.tx(self._engine.retry_due, now))
+        await self._apply(await self._store.tx(self._engine.settle, now))
+        await self._apply(await self._store.tx(self._engine.retry_due, now))

@@ -8,11 +8,9 @@ nudged at once; other replicas pick changes up at their next resync (a few secon
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import Connection, and_, delete, insert, select, update
 
 from task_framework.errors import Conflict, NotFound, TaskFrameworkError, ValidationFailed
 from task_framework.ids import new_id
@@ -22,19 +20,30 @@ from task_framework.observability.metrics import Metrics
 from task_framework.services.auth import Principal
 from task_framework.services.cron import CronError
 from task_framework.services.crypto import SecretBox
-from task_framework.services.schedule_runs import Effects, RunEngine, run_dict, run_id_for
+from task_framework.services.schedule_runs import (
+    Effects,
+    RunEngine,
+    run_dict,
+    run_id_for,
+    tx_conn,
+)
 from task_framework.services.tasks import TaskRegistry
 from task_framework.services.threads import _check_duplicate_refs, _resolve_inputs
 from task_framework.services.urlguard import UrlGuard
 from task_framework.services.webhooks import (
     check_adhoc_events,
-    delete_webhooks_where,
     insert_source_webhooks,
     seal_api_keys,
 )
-from task_framework.store.database import Database
-from task_framework.store.paging import PageRequest, paginate
-from task_framework.store.tables import schedule_runs, schedules, webhooks
+from task_framework.store.base import Tx
+from task_framework.store.errors import UniqueViolation
+from task_framework.store.pages import Page, PageRequest
+from task_framework.store.schedules import (
+    RunFilter,
+    ScheduleFilter,
+    ScheduleRecord,
+    ScheduleStore,
+)
 
 if TYPE_CHECKING:
     from task_framework.models.artifact import Artifact
@@ -51,28 +60,28 @@ class RunFilters:
     scheduled_before: datetime | None = None
 
 
-def schedule_dict(m: Any) -> dict[str, Any]:
-    """A schedule row as the API shows it."""
+def schedule_dict(m: ScheduleRecord) -> dict[str, Any]:
+    """A schedule as the API shows it."""
     return {
-        "id": m["id"],
-        "cron": m["cron"],
-        "timezone": m["timezone"],
-        "state": m["state"],
-        "task_id": m["task_id"],
-        "task_version": m["task_version"],
-        "inputs_template": m["inputs_template"] or [],
-        "params": m["params"] or {},
-        "metadata": m["metadata"] or {},
-        "webhooks": m["webhooks"],
-        "concurrency_policy": m["concurrency_policy"],
-        "max_attempts": m["max_attempts"],
-        "misfire_policy": m["misfire_policy"],
-        "next_run_at": format_ts(m["next_run_at"]),
-        "last_run_at": format_ts(m["last_run_at"]),
-        "app_id": m["app_id"],
-        "user_id": m["user_id"],
-        "created_at": format_ts(m["created_at"]),
-        "updated_at": format_ts(m["updated_at"]),
+        "id": m.id,
+        "cron": m.cron,
+        "timezone": m.timezone,
+        "state": m.state,
+        "task_id": m.task_id,
+        "task_version": m.task_version,
+        "inputs_template": m.inputs_template or [],
+        "params": m.params or {},
+        "metadata": m.metadata or {},
+        "webhooks": m.webhooks,
+        "concurrency_policy": m.concurrency_policy,
+        "max_attempts": m.max_attempts,
+        "misfire_policy": m.misfire_policy,
+        "next_run_at": format_ts(m.next_run_at),
+        "last_run_at": format_ts(m.last_run_at),
+        "app_id": m.app_id,
+        "user_id": m.user_id,
+        "created_at": format_ts(m.created_at),
+        "updated_at": format_ts(m.updated_at),
     }
 
 
@@ -91,9 +100,7 @@ def _not_found(schedule_id: str) -> NotFound:
     )
 
 
-def _visible(conn: Connection, principal: Principal, schedule_id: str, *, lock: bool) -> Any:
-    query = select(schedules).where(schedules.c.id == schedule_id)
-    row = conn.execute(query.with_for_update() if lock else query).first()
+def _owned(principal: Principal, schedule_id: str, row: ScheduleRecord | None) -> ScheduleRecord:
     if row is None or not principal.owns(row.app_id, row.user_id):
         raise _not_found(schedule_id)
     return row
@@ -104,7 +111,7 @@ class ScheduleService:
 
     def __init__(
         self,
-        db: Database,
+        store: ScheduleStore,
         registry: TaskRegistry,
         executor: Executor,
         engine: RunEngine,
@@ -112,7 +119,7 @@ class ScheduleService:
         *,
         secret_box: SecretBox,
     ) -> None:
-        self._db = db
+        self._store = store
         self._secrets = secret_box
         self._registry = registry
         self._executor = executor
@@ -136,6 +143,11 @@ class ScheduleService:
         if effects.threads_created:
             self._executor.wake()
 
+    def _visible(
+        self, tx: Tx, principal: Principal, schedule_id: str, *, lock: bool
+    ) -> ScheduleRecord:
+        return _owned(principal, schedule_id, self._store.get_in(tx, schedule_id, lock=lock))
+
     # -- validation -------------------------------------------------------------------------
 
     def _check_timing(self, cron: str, timezone: str) -> None:
@@ -151,7 +163,7 @@ class ScheduleService:
             ) from exc
 
     def _check_template(
-        self, conn: Connection, principal: Principal, items: list[dict[str, Any]], task: Any
+        self, tx: Tx, principal: Principal, items: list[dict[str, Any]], task: Any
     ) -> None:
         """The template must make valid thread inputs (artifact, file and schema rules)."""
         if not items:
@@ -159,7 +171,7 @@ class ScheduleService:
         try:
             _check_duplicate_refs(items)
             _resolve_inputs(
-                conn,
+                tx_conn(tx),
                 principal,
                 items,
                 thread_id="template",
@@ -187,18 +199,15 @@ class ScheduleService:
 
     def _replace_hooks(
         self,
-        conn: Connection,
+        tx: Tx,
         schedule_id: str,
         hooks: list[dict[str, Any]],
         owner: Any,
         now: datetime,
     ) -> None:
-        schedule_hooks = and_(
-            webhooks.c.source == "schedule", webhooks.c.schedule_id == schedule_id
-        )
-        delete_webhooks_where(conn, schedule_hooks)
+        self._store.delete_webhooks_in(tx, schedule_id)
         insert_source_webhooks(
-            conn, hooks, seal=self._secrets.seal, source="schedule", owner=owner, now=now,
+            tx_conn(tx), hooks, seal=self._secrets.seal, source="schedule", owner=owner, now=now,
             schedule_id=schedule_id,
         )  # fmt: skip
 
@@ -223,37 +232,37 @@ class ScheduleService:
         now = utcnow()
         schedule_id = new_id("schedule")
         owner = (principal.app_id, principal.user_id)
-        row = {
-            "id": schedule_id,
-            "cron": body.cron,
-            "timezone": body.timezone,
-            "state": body.state,
-            "task_id": task.task_id,
-            "task_version": task.version,
-            "inputs_template": template,
-            "params": body.params,
-            "metadata": body.metadata,
-            "webhooks": _shown(hooks),
-            "concurrency_policy": body.concurrency_policy,
-            "max_attempts": body.max_attempts,
-            "misfire_policy": body.misfire_policy,
-            "next_run_at": self._next(body.cron, body.timezone, body.state, now),
-            "last_run_at": None,
-            "app_id": principal.app_id,
-            "user_id": principal.user_id,
-            "created_by_admin": principal.is_admin,
-            "created_at": now,
-            "updated_at": now,
-        }
+        row = ScheduleRecord(
+            id=schedule_id,
+            cron=body.cron,
+            timezone=body.timezone,
+            state=body.state,
+            task_id=task.task_id,
+            task_version=task.version,
+            inputs_template=template,
+            params=body.params,
+            metadata=body.metadata,
+            webhooks=_shown(hooks),
+            concurrency_policy=body.concurrency_policy,
+            max_attempts=body.max_attempts,
+            misfire_policy=body.misfire_policy,
+            next_run_at=self._next(body.cron, body.timezone, body.state, now),
+            last_run_at=None,
+            app_id=principal.app_id,
+            user_id=principal.user_id,
+            created_by_admin=principal.is_admin,
+            created_at=now,
+            updated_at=now,
+        )
 
-        def _create(conn: Connection) -> dict[str, Any]:
-            self._check_template(conn, principal, template, task)
-            conn.execute(insert(schedules).values(**row))
+        def _create(tx: Tx) -> dict[str, Any]:
+            self._check_template(tx, principal, template, task)
+            self._store.add_in(tx, row)
             if hooks:
-                self._replace_hooks(conn, schedule_id, hooks, owner, now)
+                self._replace_hooks(tx, schedule_id, hooks, owner, now)
             return schedule_dict(row)
 
-        created: dict[str, Any] = await self._db.tx(_create)
+        created = await self._store.tx(_create)
         self.on_change()
         return created
 
@@ -261,11 +270,7 @@ class ScheduleService:
         return self.engine.next_fire(cron, timezone, now) if state == "active" else None
 
     async def get(self, principal: Principal, schedule_id: str) -> dict[str, Any]:
-        def _get(conn: Connection) -> dict[str, Any]:
-            return schedule_dict(_visible(conn, principal, schedule_id, lock=False)._mapping)
-
-        found: dict[str, Any] = await self._db.tx(_get)
-        return found
+        return schedule_dict(_owned(principal, schedule_id, await self._store.get(schedule_id)))
 
     async def list_schedules(
         self,
@@ -276,41 +281,25 @@ class ScheduleService:
         task_id: str | None,
         task_version: str | None,
     ) -> dict[str, Any]:
-        conditions = []
-        if not principal.is_admin or principal.app_id is not None:
-            conditions.append(schedules.c.app_id == principal.app_id)
-        if not principal.is_admin or principal.user_id is not None:
-            conditions.append(schedules.c.user_id == principal.user_id)
-        for column, value in (
-            (schedules.c.state, state),
-            (schedules.c.task_id, task_id),
-            (schedules.c.task_version, task_version),
-        ):
-            if value is not None:
-                conditions.append(column == value)
-        query = select(schedules).where(*conditions)
-
-        def _list(conn: Connection) -> dict[str, Any]:
-            result = paginate(
-                conn,
-                query,
-                route="schedules",
-                sort=schedules.c.created_at,
-                ident=schedules.c.id,
-                page=page,
-            )
-            return result.envelope([schedule_dict(r._mapping) for r in result.rows])
-
-        envelope: dict[str, Any] = await self._db.tx(_list)
-        return envelope
+        filters = ScheduleFilter(
+            scope_app=not principal.is_admin or principal.app_id is not None,
+            app_id=principal.app_id,
+            scope_user=not principal.is_admin or principal.user_id is not None,
+            user_id=principal.user_id,
+            state=state,
+            task_id=task_id,
+            task_version=task_version,
+        )
+        result = await self._store.list_schedules(filters, page)
+        return result.envelope([schedule_dict(r) for r in result.rows])
 
     async def update(
         self, principal: Principal, schedule_id: str, body: ScheduleUpdateRequest
     ) -> dict[str, Any]:
         hooks = await self._checked_hooks(body.webhooks)
 
-        def _update(conn: Connection) -> dict[str, Any]:
-            row = _visible(conn, principal, schedule_id, lock=True)
+        def _update(tx: Tx) -> dict[str, Any]:
+            row = self._visible(tx, principal, schedule_id, lock=True)
             values: dict[str, Any] = {
                 name: getattr(body, name)
                 for name in (
@@ -325,12 +314,12 @@ class ScheduleService:
                 )
                 if getattr(body, name) is not None
             }
-            merged = {**row._mapping, **values}
-            self._check_timing(merged["cron"], merged["timezone"])
+            merged = replace(row, **values)
+            self._check_timing(merged.cron, merged.timezone)
             now = utcnow()
             if hooks is not None:
                 values["webhooks"] = _shown(hooks)
-                self._replace_hooks(conn, schedule_id, hooks, (row.app_id, row.user_id), now)
+                self._replace_hooks(tx, schedule_id, hooks, (row.app_id, row.user_id), now)
             task = None
             if body.task_id is not None or body.task_version is not None:
                 same_task = body.task_id in (None, row.task_id)
@@ -344,15 +333,14 @@ class ScheduleService:
                 task = task or self._registry.select(row.task_id, row.task_version)
             if task is not None:
                 template = values.get("inputs_template", row.inputs_template)
-                self._check_template(conn, principal, template, task)
+                self._check_template(tx, principal, template, task)
             values["updated_at"] = now
-            values["next_run_at"] = self._next(
-                merged["cron"], merged["timezone"], merged["state"], now
-            )
-            conn.execute(update(schedules).where(schedules.c.id == schedule_id).values(**values))
-            return schedule_dict({**row._mapping, **values})
+            values["next_run_at"] = self._next(merged.cron, merged.timezone, merged.state, now)
+            updated = replace(row, **values)
+            self._store.save_in(tx, updated)
+            return schedule_dict(updated)
 
-        updated: dict[str, Any] = await self._db.tx(_update)
+        updated = await self._store.tx(_update)
         self.on_change()
         return updated
 
@@ -361,8 +349,8 @@ class ScheduleService:
     ) -> dict[str, Any]:
         """``pause``, ``resume`` or ``cancel``. Resuming never runs fires missed meanwhile."""
 
-        def _set(conn: Connection) -> dict[str, Any]:
-            row = _visible(conn, principal, schedule_id, lock=True)
+        def _set(tx: Tx) -> dict[str, Any]:
+            row = self._visible(tx, principal, schedule_id, lock=True)
             if action != "cancel" and row.state == "canceled":
                 raise ValidationFailed(
                     f"Schedule {schedule_id} is canceled, cannot {action}", code=INVALID
@@ -371,27 +359,25 @@ class ScheduleService:
             state = {"pause": "paused", "resume": "active", "cancel": "canceled"}[action]
             values: dict[str, Any] = {"state": state, "next_run_at": None}
             if row.state == state:
-                return schedule_dict(row._mapping)
+                return schedule_dict(row)
             if state == "active":
                 values["next_run_at"] = self.engine.next_fire(row.cron, row.timezone, now)
             values["updated_at"] = now
-            conn.execute(update(schedules).where(schedules.c.id == schedule_id).values(**values))
-            return schedule_dict({**row._mapping, **values})
+            changed = replace(row, **values)
+            self._store.save_in(tx, changed)
+            return schedule_dict(changed)
 
-        result: dict[str, Any] = await self._db.tx(_set)
+        result = await self._store.tx(_set)
         self.on_change()
         return result
 
     async def delete(self, principal: Principal, schedule_id: str) -> None:
-        def _delete(conn: Connection) -> None:
-            _visible(conn, principal, schedule_id, lock=True)
-            conn.execute(delete(schedule_runs).where(schedule_runs.c.schedule_id == schedule_id))
-            conn.execute(delete(schedules).where(schedules.c.id == schedule_id))
-            delete_webhooks_where(
-                conn, and_(webhooks.c.source == "schedule", webhooks.c.schedule_id == schedule_id)
-            )
+        def _delete(tx: Tx) -> None:
+            self._visible(tx, principal, schedule_id, lock=True)
+            self._store.delete_in(tx, schedule_id)
+            self._store.delete_webhooks_in(tx, schedule_id)
 
-        await self._db.tx(_delete)
+        await self._store.tx(_delete)
         self.on_change()
 
     async def trigger(self, principal: Principal, schedule_id: str) -> dict[str, Any]:
@@ -399,22 +385,22 @@ class ScheduleService:
         now = utcnow()
         fire_at = now.replace(microsecond=0)
 
-        def _trigger(conn: Connection) -> tuple[dict[str, Any], Effects]:
-            row = _visible(conn, principal, schedule_id, lock=True)
+        def _trigger(tx: Tx) -> tuple[dict[str, Any], Effects]:
+            row = self._visible(tx, principal, schedule_id, lock=True)
             if row.state == "canceled":
                 raise ValidationFailed(
                     f"Schedule {schedule_id} is canceled, cannot trigger", code=INVALID
                 )
             effects = Effects()
-            run = self.engine.fire(conn, row, fire_at, now, {"trigger": "manual"}, effects)
+            run = self.engine.fire(tx, row, fire_at, now, {"trigger": "manual"}, effects)
             if run is None:
-                raise Conflict(
-                    f"Run {run_id_for(schedule_id, fire_at)} already exists",
-                    code="RUN_ALREADY_EXISTS",
-                )
+                raise _run_exists(schedule_id, fire_at)
             return run_dict(run), effects
 
-        run, effects = await self._db.tx(_trigger)
+        try:
+            run, effects = await self._store.tx(_trigger)
+        except UniqueViolation as exc:  # the same fire, recorded meanwhile by another replica
+            raise _run_exists(schedule_id, fire_at) from exc
         await self.apply(effects)
         return run
 
@@ -427,42 +413,29 @@ class ScheduleService:
             and filters.scheduled_after > filters.scheduled_before
         ):
             raise ValidationFailed("scheduled_after must not be later than scheduled_before")
-        conditions = [schedule_runs.c.schedule_id == schedule_id]
-        if filters.state is not None:
-            conditions.append(schedule_runs.c.state == filters.state)
-        if filters.scheduled_after is not None:
-            conditions.append(schedule_runs.c.scheduled_for_utc >= filters.scheduled_after)
-        if filters.scheduled_before is not None:
-            conditions.append(schedule_runs.c.scheduled_for_utc <= filters.scheduled_before)
+        wanted = RunFilter(filters.state, filters.scheduled_after, filters.scheduled_before)
 
-        def _list(conn: Connection) -> dict[str, Any]:
-            _visible(conn, principal, schedule_id, lock=False)
-            result = paginate(
-                conn,
-                select(schedule_runs).where(*conditions),
-                route=f"runs:{schedule_id}",
-                sort=schedule_runs.c.scheduled_for_utc,
-                ident=schedule_runs.c.run_id,
-                page=page,
-            )
-            return result.envelope([run_dict(r._mapping) for r in result.rows])
+        def _list(tx: Tx) -> Page:
+            self._visible(tx, principal, schedule_id, lock=False)
+            return self._store.runs_in(tx, schedule_id, wanted, page)
 
-        envelope: dict[str, Any] = await self._db.tx(_list)
-        return envelope
+        result = await self._store.tx(_list)
+        return result.envelope([run_dict(r) for r in result.rows])
 
     async def get_run(self, principal: Principal, schedule_id: str, run_id: str) -> dict[str, Any]:
-        def _get(conn: Connection) -> dict[str, Any]:
-            _visible(conn, principal, schedule_id, lock=False)
-            row = conn.execute(
-                select(schedule_runs).where(
-                    schedule_runs.c.schedule_id == schedule_id, schedule_runs.c.run_id == run_id
-                )
-            ).first()
-            if row is None:
+        def _get(tx: Tx) -> dict[str, Any]:
+            self._visible(tx, principal, schedule_id, lock=False)
+            run = self._store.run_in(tx, schedule_id, run_id)
+            if run is None:
                 raise NotFound(
                     f"Run {run_id} not found for schedule {schedule_id}", code="RUN_NOT_FOUND"
                 )
-            return run_dict(row._mapping)
+            return run_dict(run)
 
-        found: dict[str, Any] = await self._db.tx(_get)
-        return found
+        return await self._store.tx(_get)
+
+
+def _run_exists(schedule_id: str, fire_at: datetime) -> Conflict:
+    return Conflict(
+        f"Run {run_id_for(schedule_id, fire_at)} already exists", code="RUN_ALREADY_EXISTS"
+    )

@@ -7,8 +7,16 @@ hand them to the services as the interfaces of ``task_framework.store``.
 
 from task_framework.store.sql.credentials import SqlVaultStore
 from task_framework.store.sql.keys import SqlKeyStore
+from task_framework.store.sql.schedules import SqlScheduleStore
 from task_framework.store.sql.sessions import SqlUiSessionStore
 from task_framework.store.sql.settings import SqlSettingsStore
 from task_framework.store.sql.stats import SqlStatsStore
 
-__all__ = ["SqlKeyStore", "SqlSettingsStore", "SqlStatsStore", "SqlUiSessionStore", "SqlVaultStore"]
+__all__ = [
+    "SqlKeyStore",
+    "SqlScheduleStore",
+    "SqlSettingsStore",
+    "SqlStatsStore",
+    "SqlUiSessionStore",
+    "SqlVaultStore",
+]
