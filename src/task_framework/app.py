@@ -71,6 +71,7 @@ from task_framework.store import notify
 from task_framework.store.database import Database
 from task_framework.store.notify import Listener
 from task_framework.store.sql import SqlKeyStore, SqlSettingsStore, SqlVaultStore
+from task_framework.store.sql.files import SqlFileStore
 from task_framework.ui.routes import create_ui_app
 
 log = logging.getLogger("task_framework.app")
@@ -211,7 +212,7 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
     )
     signer = UrlSigner(db, configured_keys=settings.url_signing_keys, secret_box=secret_box)
     file_service = FileService(
-        db,
+        SqlFileStore(db),
         build_storage(settings, signer=signer),
         signer,
         metrics,
