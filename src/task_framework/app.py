@@ -71,6 +71,7 @@ from task_framework.store import notify
 from task_framework.store.database import Database
 from task_framework.store.notify import Listener
 from task_framework.store.sql import SqlKeyStore, SqlSettingsStore, SqlVaultStore
+from task_framework.store.sql.deployments import SqlDeploymentStore
 from task_framework.store.sql.files import SqlFileStore
 from task_framework.ui.routes import create_ui_app
 
@@ -196,7 +197,7 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
     thread_service = ThreadService(db, registry, executor, secret_box=secret_box)
     thread_service.tracing = tracing
     deployments = DeploymentService(
-        db=db,
+        store=SqlDeploymentStore(db),
         registry=registry,
         builder=builder,
         runner=runner,

@@ -6,11 +6,13 @@ hand them to the services as the interfaces of ``task_framework.store``.
 """
 
 from task_framework.store.sql.credentials import SqlVaultStore
+from task_framework.store.sql.deployments import SqlDeploymentStore
 from task_framework.store.sql.files import SqlFileStore
 from task_framework.store.sql.keys import SqlKeyStore
 from task_framework.store.sql.settings import SqlSettingsStore
 
 __all__ = [
+    "SqlDeploymentStore",
     "SqlFileStore",
     "SqlKeyStore",
     "SqlSettingsStore",
