@@ -58,7 +58,9 @@ async def test_an_upload_is_recorded_complete_and_readable_by_its_owner_only(
     ref = shown["file_ref"]
     assert (shown["size"], shown["media_type"], shown["filename"]) == (5, "text/plain", "a.txt")
     stored = await records.get(ref)
-    assert stored is not None and stored.complete and stored.sha256 == shown["sha256"]
+    assert stored is not None
+    assert stored.complete
+    assert stored.sha256 == shown["sha256"]
     download = await service.open(ALICE, ref, range_header="bytes=1-2", body=True)
     assert (download.partial, await _read(download.chunks)) == (True, b"el")
     assert (await service.open(ADMIN, ref, range_header=None, body=False)).size == 5
@@ -89,7 +91,9 @@ async def test_a_reserved_ref_is_written_by_its_owner_with_the_declared_type(
     ref = reserved["file_ref"]
     assert reserved["upload_url"].startswith("http://h/files/")
     pending = await records.get(ref)
-    assert pending is not None and not pending.complete and pending.declared_size == 3
+    assert pending is not None
+    assert not pending.complete
+    assert pending.declared_size == 3
     with pytest.raises(NotFound):  # not complete yet: not visible
         await service.open(ALICE, ref, range_header=None, body=False)
     with pytest.raises(NotFound):
