@@ -80,6 +80,8 @@ from task_framework.store.sql import (
     SqlUiSessionStore,
     SqlVaultStore,
 )
+from task_framework.store.sql.deployments import SqlDeploymentStore
+from task_framework.store.sql.files import SqlFileStore
 from task_framework.store.stats import StatsStore
 from task_framework.ui.routes import create_ui_app
 
@@ -209,7 +211,7 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
     thread_service = ThreadService(db, registry, executor, secret_box=secret_box)
     thread_service.tracing = tracing
     deployments = DeploymentService(
-        db=db,
+        store=SqlDeploymentStore(db),
         registry=registry,
         builder=builder,
         runner=runner,
@@ -227,7 +229,7 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         settings_store, configured_keys=settings.url_signing_keys, secret_box=secret_box
     )
     file_service = FileService(
-        db,
+        SqlFileStore(db),
         build_storage(settings, signer=signer),
         signer,
         metrics,

@@ -2,8 +2,8 @@
 
 A deploy becomes visible only once the package is extracted, its environment built and
 its entry point imported in a fresh worker; then one transaction stores the package
-(shared storage = the database), the version row and the history record. Every replica
-reconciles its registry with the ``task_versions`` table (:meth:`DeploymentService.refresh`),
+(shared storage = the records store), the version and the history record. Every replica
+reconciles its registry with the deployed versions (:meth:`DeploymentService.refresh`),
 so deploys and undeploys made on one replica reach the others, and survive restarts.
 """
 
@@ -18,9 +18,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import Connection, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from task_framework.errors import (
     Conflict,
@@ -51,17 +48,18 @@ from task_framework.services.tasks import (
     version_order_key,
 )
 from task_framework.services.threads import ThreadService
-from task_framework.store.database import Database
-from task_framework.store.tables import task_deployments, task_packages, task_versions, threads
+from task_framework.store.deployments import (
+    DeploymentRecord,
+    DeploymentStore,
+    VersionChanged,
+    VersionRecord,
+)
+from task_framework.store.errors import UniqueViolation
 
 log = logging.getLogger("task_framework.deployments")
 
 REFRESH_SECONDS = 5.0
 """How often a replica reconciles its registry with the deployed versions in the database."""
-
-
-class _ChangedConcurrently(Exception):
-    """The version row changed between the check and the commit (another replica)."""
 
 
 @dataclass(slots=True)
@@ -124,7 +122,20 @@ def _version_info(task: TaskDefinition) -> dict[str, Any]:
     }
 
 
-def _history_dict(row: Any) -> dict[str, Any]:
+def _history_of(task: TaskDefinition, status: str, error: str | None) -> DeploymentRecord:
+    return DeploymentRecord(
+        id=new_id("deployment"),
+        task_id=task.task_id,
+        version=task.version,
+        status=status,
+        deployed_at=utcnow(),
+        zip_hash=task.zip_hash,
+        zip_path=zip_path(task.task_id, task.version),
+        error=error,
+    )
+
+
+def _history_dict(row: DeploymentRecord) -> dict[str, Any]:
     return {
         "zip_path": row.zip_path,
         "zip_hash": row.zip_hash,
@@ -142,7 +153,7 @@ class DeploymentService:
     def __init__(
         self,
         *,
-        db: Database,
+        store: DeploymentStore,
         registry: TaskRegistry,
         builder: EnvironmentBuilder,
         runner: Runner,
@@ -152,7 +163,7 @@ class DeploymentService:
         limits: PackageLimits,
         metrics: Metrics | None = None,
     ) -> None:
-        self._db = db
+        self._store = store
         self._registry = registry
         self._builder = builder
         self._runner = runner
@@ -224,7 +235,8 @@ class DeploymentService:
                     tasks_dir=self.tasks_dir,
                     limits=self._limits,
                 )
-            current = await self._db.tx(_version_hash, task_id, version)
+            stored = await self._store.version(task_id, version)
+            current = None if stored is None else stored.zip_hash
             if current == package.zip_hash:
                 await self._ensure_registered(task_id, version)
                 return self._response(task_id, version, False), False
@@ -238,9 +250,18 @@ class DeploymentService:
             task = _definition(package.metadata, package.root, package.zip_hash, utcnow())
             await self._build_and_check(task, package)
             data = await asyncio.to_thread(upload.read_bytes)
+            published = VersionRecord(
+                task_id=task.task_id,
+                version=task.version,
+                zip_hash=package.zip_hash,
+                deployed_at=task.deployed_at,
+                source=source,
+                metadata=package.metadata,
+            )
+            history = _history_of(task, "deployed", None)
             try:
-                await self._db.tx(_commit, task, package.metadata, data, source, current)
-            except (IntegrityError, _ChangedConcurrently) as exc:
+                await self._store.publish(published, data, history, expected=current, at=utcnow())
+            except (UniqueViolation, VersionChanged) as exc:
                 self._forget_dir(package.root)
                 raise Conflict(
                     f"Task {full} was deployed concurrently; retry with force=true to replace it",
@@ -286,7 +307,7 @@ class DeploymentService:
             await self._fail(task, exc.message, exc)
 
     async def _fail(self, task: TaskDefinition, message: str, cause: Exception) -> None:
-        await self._db.tx(_record, task, "failed", message)
+        await self._store.record(_history_of(task, "failed", message))
         self._forget_dir(task.code_dir)
         raise DeploymentFailed(message) from cause
 
@@ -304,20 +325,21 @@ class DeploymentService:
     async def _ensure_registered(self, task_id: str, version: str) -> None:
         """Identical redeploy: make sure this replica has it (another replica deployed it)."""
         if self._registry.get(task_id, version) is None:
-            row = await self._db.tx(_version_row, task_id, version)
+            row = await self._store.version(task_id, version)
             if row is not None:
                 self._registry.add(await self._materialize(row))
 
     # -- reconcile --------------------------------------------------------------------
 
     async def refresh(self) -> None:
-        """Make the registry match ``task_versions`` (deploys/undeploys of other replicas)."""
-        rows = {(r.task_id, r.version): r for r in await self._db.tx(_all_versions)}
+        """Make the registry match the deployed versions (deploys/undeploys of other
+        replicas)."""
+        rows = {(r.task_id, r.version): r for r in await self._store.versions()}
         for task in self._registry.all():
             if not task.dev and (task.task_id, task.version) not in rows:
                 async with self._lock(task.full_id):
                     # Re-read under the lock: a deploy here may have just published it.
-                    if await self._db.tx(_version_row, task.task_id, task.version) is None:
+                    if await self._store.version(task.task_id, task.version) is None:
                         for removed in self._registry.remove(task.task_id, task.version):
                             self._doom(removed)
         for (task_id, version), row in rows.items():
@@ -325,7 +347,7 @@ class DeploymentService:
             if current is not None and (current.dev or current.zip_hash == row.zip_hash):
                 continue
             async with self._lock(f"{task_id}:{version}"):
-                fresh = await self._db.tx(_version_row, task_id, version)
+                fresh = await self._store.version(task_id, version)
                 current = self._registry.get(task_id, version)
                 if fresh is None or (current is not None and current.zip_hash == fresh.zip_hash):
                     continue
@@ -335,11 +357,11 @@ class DeploymentService:
                     log.warning("cannot load task %s:%s: %s", task_id, version, exc.message)
         await self._collect()
 
-    async def _materialize(self, row: Any) -> TaskDefinition:
-        """A deployed version from its row: extracted from the stored package if needed."""
+    async def _materialize(self, row: VersionRecord) -> TaskDefinition:
+        """A deployed version from its record: extracted from the stored package if needed."""
         root = self.tasks_dir / hash_hex(row.zip_hash)
         if not root.is_dir():
-            data = await self._db.tx(_package_data, row.zip_hash)
+            data = await self._store.package(row.zip_hash)
             if data is None:
                 raise NotFound(f"Package of task {row.task_id}:{row.version} is missing")
             await asyncio.to_thread(self._extract_bytes, data)
@@ -373,7 +395,7 @@ class DeploymentService:
         if not self._doomed:
             return
         pending = [(d.task_id, d.version) for d in self._doomed]
-        busy = await self._db.tx(_running_versions, pending)
+        busy = await self._store.running_versions(pending)
         keep: list[_Doomed] = []
         in_use = self._registry.all()
         for doomed in self._doomed:
@@ -391,7 +413,7 @@ class DeploymentService:
 
     async def _known(self, task_id: str | None = None) -> list[TaskDefinition]:
         """Deployed versions from the database plus this replica's dev tasks."""
-        rows = await self._db.tx(_all_versions, task_id)
+        rows = await self._store.versions(task_id)
         found = {
             (r.task_id, r.version): _definition(
                 r.metadata, self.tasks_dir / hash_hex(r.zip_hash), r.zip_hash, r.deployed_at
@@ -451,23 +473,14 @@ class DeploymentService:
         raise NotFound(f"Task '{task_id}' version '{version}' not found", code="TASK_NOT_FOUND")
 
     async def history(self) -> list[dict[str, Any]]:
-        rows = await self._db.tx(
-            lambda c: list(
-                c.execute(
-                    select(task_deployments).order_by(
-                        task_deployments.c.deployed_at.desc(), task_deployments.c.id.desc()
-                    )
-                )
-            )
-        )
-        return [_history_dict(r) for r in rows]
+        return [_history_dict(r) for r in await self._store.history()]
 
     async def package(self, task_id: str, version: str | None) -> tuple[str, bytes]:
         """(download filename, zip bytes) of a deployed version (latest when None)."""
         if version is None:
             version = (await self._versions_of(task_id))[0].version
-        row = await self._db.tx(_version_row, task_id, version)
-        data = None if row is None else await self._db.tx(_package_data, row.zip_hash)
+        row = await self._store.version(task_id, version)
+        data = None if row is None else await self._store.package(row.zip_hash)
         if data is None:
             await self._versions_of(task_id)  # 404 for an unknown task id first
             raise NotFound(f"Task '{task_id}' version '{version}' not found", code="TASK_NOT_FOUND")
@@ -487,7 +500,7 @@ class DeploymentService:
                     f"Task '{task_id}' version '{version}' not found", code="TASK_NOT_FOUND"
                 )
             versions = [version]
-        await self._db.tx(_delete_versions, task_id, versions)
+        await self._store.delete_versions(task_id, versions)
         for v in versions:
             async with self._lock(f"{task_id}:{v}"):
                 for task in self._registry.remove(task_id, v):
@@ -504,145 +517,11 @@ class DeploymentService:
         return {"undeployed": undeployed, "message": message}
 
     async def _stop_running(self, task_id: str, versions: list[str]) -> None:
-        busy = await self._db.tx(_running_threads, task_id, versions)
+        busy = await self._store.running_threads(task_id, versions)
         admin = Principal(is_admin=True)
         for thread_id in busy:
             with contextlib.suppress(InvalidState, NotFound):
                 await self._threads.stop(admin, thread_id)
-
-
-# -- transactions ---------------------------------------------------------------------
-
-
-def _version_hash(conn: Connection, task_id: str, version: str) -> str | None:
-    row = _version_row(conn, task_id, version)
-    return None if row is None else str(row.zip_hash)
-
-
-def _version_row(conn: Connection, task_id: str, version: str) -> Any:
-    return conn.execute(
-        select(task_versions).where(
-            task_versions.c.task_id == task_id, task_versions.c.version == version
-        )
-    ).first()
-
-
-def _all_versions(conn: Connection, task_id: str | None = None) -> list[Any]:
-    query = select(task_versions)
-    if task_id is not None:
-        query = query.where(task_versions.c.task_id == task_id)
-    return list(conn.execute(query))
-
-
-def _package_data(conn: Connection, zip_hash: str) -> bytes | None:
-    data = conn.execute(
-        select(task_packages.c.data).where(task_packages.c.zip_hash == zip_hash)
-    ).scalar_one_or_none()
-    return None if data is None else bytes(data)
-
-
-def _record(conn: Connection, task: TaskDefinition, status: str, error: str | None) -> None:
-    conn.execute(
-        insert(task_deployments).values(
-            id=new_id("deployment"),
-            task_id=task.task_id,
-            version=task.version,
-            zip_hash=task.zip_hash,
-            zip_path=zip_path(task.task_id, task.version),
-            status=status,
-            error=error,
-            deployed_at=utcnow(),
-        )
-    )
-
-
-def _commit(
-    conn: Connection,
-    task: TaskDefinition,
-    meta: dict[str, Any],
-    data: bytes,
-    source: str,
-    expected: str | None,
-) -> None:
-    """Store the package, publish the version and record it, in one transaction."""
-    assert task.zip_hash is not None
-    current = _version_hash(conn, task.task_id, task.version)
-    if current != expected:
-        # Another replica changed this version since we looked: let the caller decide.
-        raise _ChangedConcurrently
-    stored = conn.execute(
-        select(task_packages.c.zip_hash).where(task_packages.c.zip_hash == task.zip_hash)
-    ).first()
-    if stored is None:
-        conn.execute(
-            insert(task_packages).values(
-                zip_hash=task.zip_hash, data=data, size=len(data), created_at=utcnow()
-            )
-        )
-    values = {"zip_hash": task.zip_hash, "metadata": meta, "source": source}
-    if current is None:
-        conn.execute(
-            insert(task_versions).values(
-                task_id=task.task_id, version=task.version, deployed_at=task.deployed_at, **values
-            )
-        )
-    else:
-        conn.execute(
-            update(task_versions)
-            .where(task_versions.c.task_id == task.task_id, task_versions.c.version == task.version)
-            .values(deployed_at=task.deployed_at, **values)
-        )
-        _drop_unused_packages(conn, [current])
-    _record(conn, task, "deployed", None)
-
-
-def _drop_unused_packages(conn: Connection, hashes: list[str]) -> None:
-    for zip_hash in set(hashes):
-        users = conn.execute(
-            select(func.count())
-            .select_from(task_versions)
-            .where(task_versions.c.zip_hash == zip_hash)
-        ).scalar_one()
-        if not users:
-            conn.execute(delete(task_packages).where(task_packages.c.zip_hash == zip_hash))
-
-
-def _delete_versions(conn: Connection, task_id: str, versions: list[str]) -> None:
-    hashes = list(
-        conn.execute(
-            select(task_versions.c.zip_hash).where(
-                task_versions.c.task_id == task_id, task_versions.c.version.in_(versions)
-            )
-        ).scalars()
-    )
-    conn.execute(
-        delete(task_versions).where(
-            task_versions.c.task_id == task_id, task_versions.c.version.in_(versions)
-        )
-    )
-    _drop_unused_packages(conn, hashes)
-
-
-def _running_threads(conn: Connection, task_id: str, versions: list[str]) -> list[str]:
-    return list(
-        conn.execute(
-            select(threads.c.id).where(
-                threads.c.task_id == task_id,
-                threads.c.task_version.in_(versions),
-                threads.c.state == "running",
-            )
-        ).scalars()
-    )
-
-
-def _running_versions(conn: Connection, pending: list[tuple[str, str]]) -> set[tuple[str, str]]:
-    ids = sorted({task_id for task_id, _ in pending})
-    rows = conn.execute(
-        select(threads.c.task_id, threads.c.task_version)
-        .where(threads.c.task_id.in_(ids), threads.c.state == "running")
-        .distinct()
-    )
-    return {(r.task_id, r.task_version) for r in rows}
 
 
 __all__ = ["REFRESH_SECONDS", "DeploymentService", "base_path", "zip_path"]

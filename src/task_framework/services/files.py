@@ -15,11 +15,9 @@ import logging
 import mimetypes
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
-
-from sqlalchemy import Connection, and_, delete, exists, func, insert, select, update
 
 from task_framework.errors import Conflict, PayloadTooLarge, ValidationFailed
 from task_framework.ids import new_id
@@ -28,9 +26,8 @@ from task_framework.observability.metrics import Metrics
 from task_framework.services.auth import Principal
 from task_framework.services.url_signing import UrlSigner
 from task_framework.storage.base import FileStorage, check_file_ref, missing
-from task_framework.store.database import Database
-from task_framework.store.paging import PageRequest, paginate
-from task_framework.store.tables import artifacts, files
+from task_framework.store.files import FileChange, FileFilter, FileRecord, FileStore, Owner
+from task_framework.store.pages import PageRequest
 
 log = logging.getLogger("task_framework.files")
 
@@ -38,7 +35,6 @@ DEFAULT_MEDIA_TYPE = "application/octet-stream"
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600
 DEFAULT_DOWNLOAD_URL_SECONDS = 15 * 60
 
-Owner = tuple[str | None, str | None]
 Describe = Callable[[], tuple[str | None, str | None]]
 """Called once the stream is exhausted: the final ``(filename, media_type)``."""
 
@@ -128,56 +124,36 @@ def _unsatisfiable(size: int) -> Conflict:
     )
 
 
-def upload_response(row: Any) -> dict[str, Any]:
-    m = row._mapping if hasattr(row, "_mapping") else row
+def upload_response(record: FileRecord) -> dict[str, Any]:
     return {
-        "file_ref": m["file_ref"],
-        "size": m["size"],
-        "media_type": m["media_type"],
-        "sha256": m["sha256"],
-        "filename": m["filename"],
-        "created_at": format_ts(m["created_at"]),
+        "file_ref": record.file_ref,
+        "size": record.size,
+        "media_type": record.media_type,
+        "sha256": record.sha256,
+        "filename": record.filename,
+        "created_at": format_ts(record.created_at),
     }
 
 
-def file_info(row: Any) -> dict[str, Any]:
-    m = row._mapping if hasattr(row, "_mapping") else row
+def file_info(record: FileRecord) -> dict[str, Any]:
     return {
-        "file_ref": m["file_ref"],
-        "filename": m["filename"],
-        "media_type": m["media_type"],
-        "size": m["size"],
-        "sha256": m["sha256"],
-        "created_at": format_ts(m["created_at"]),
-        "app_id": m["app_id"],
-        "user_id": m["user_id"],
+        "file_ref": record.file_ref,
+        "filename": record.filename,
+        "media_type": record.media_type,
+        "size": record.size,
+        "sha256": record.sha256,
+        "created_at": format_ts(record.created_at),
+        "app_id": record.app_id,
+        "user_id": record.user_id,
     }
-
-
-def _same(column: Any, value: str | None) -> Any:
-    return column.is_(None) if value is None else column == value
-
-
-def _owned_by(owner: Owner) -> Any:
-    return and_(_same(files.c.app_id, owner[0]), _same(files.c.user_id, owner[1]))
-
-
-def _referenced_by(owner: Owner) -> Any:
-    """The file is referenced by an artifact of ``owner`` (artifact readers may read it)."""
-    app_id, user_id = owner
-    return exists().where(
-        artifacts.c.file_ref == files.c.file_ref,
-        _same(artifacts.c.app_id, app_id),
-        _same(artifacts.c.user_id, user_id),
-    )
 
 
 class FileService:
-    """Every file use case; the single writer of the ``files`` table."""
+    """Every file use case; the single writer of file records."""
 
     def __init__(
         self,
-        db: Database,
+        records: FileStore,
         storage: FileStorage,
         signer: UrlSigner,
         metrics: Metrics,
@@ -186,7 +162,7 @@ class FileService:
         public_base_url: str | None = None,
         s3_default_expiry_seconds: int = 3600,
     ) -> None:
-        self.db = db
+        self.records = records
         self.storage = storage
         self.signer = signer
         self.metrics = metrics
@@ -196,35 +172,30 @@ class FileService:
         self._put_locks: dict[str, asyncio.Lock] = {}
 
     # -- reading rows ----------------------------------------------------------------------
-    def _row(self, conn: Connection, file_ref: str, access: Access | Owner, write: bool) -> Any:
-        """The file row if ``access`` may read (or write) it; NotFound otherwise."""
-        query = select(files).where(files.c.file_ref == file_ref)
+    async def _row(self, file_ref: str, access: Access | Owner, write: bool) -> FileRecord:
+        """The file record if ``access`` may read (or write) it; NotFound otherwise."""
+        owner: Owner | None
         if isinstance(access, SignedGrant):
             if access.file_ref != file_ref:
                 raise missing(file_ref)
+            owner = None
         elif isinstance(access, Principal):
-            if not access.is_admin:
-                owner: Owner = (access.app_id, access.user_id)
-                query = query.where(
-                    _owned_by(owner) if write else _owned_by(owner) | _referenced_by(owner)
-                )
+            owner = None if access.is_admin else (access.app_id, access.user_id)
         else:
-            query = query.where(
-                _owned_by(access) if write else _owned_by(access) | _referenced_by(access)
-            )
-        row = conn.execute(query).first()
+            owner = access
+        row = await self.records.get(file_ref, owner=owner, write=write)
         if row is None:
             raise missing(file_ref)
         return row
 
-    async def _readable(self, access: Access | Owner, file_ref: str) -> Any:
+    async def _readable(self, access: Access | Owner, file_ref: str) -> FileRecord:
         check_file_ref(file_ref)
-        row = await self.db.tx(self._row, file_ref, access, False)
+        row = await self._row(file_ref, access, False)
         if not row.complete:
             row = await self._adopt_direct_upload(row)
         return row
 
-    async def _adopt_direct_upload(self, row: Any) -> Any:
+    async def _adopt_direct_upload(self, row: FileRecord) -> FileRecord:
         """An S3 two-step upload goes straight to S3: record it once the object exists."""
         if self.storage.kind != "s3":
             raise missing(row.file_ref)
@@ -236,15 +207,9 @@ class FileService:
         async for chunk in chunks:
             await asyncio.to_thread(digest.update, chunk)
 
-        def _complete(conn: Connection) -> Any:
-            conn.execute(
-                update(files)
-                .where(files.c.file_ref == row.file_ref)
-                .values(complete=True, size=size, sha256=digest.hexdigest())
-            )
-            return conn.execute(select(files).where(files.c.file_ref == row.file_ref)).first()
-
-        return await self.db.tx(_complete)
+        sha256 = digest.hexdigest()
+        await self.records.complete(row.file_ref, FileChange(size=size, sha256=sha256))
+        return replace(row, complete=True, size=size, sha256=sha256)
 
     # -- uploads ---------------------------------------------------------------------------
     async def store_stream(
@@ -264,44 +229,36 @@ class FileService:
         """Stream a new file to storage while hashing; nothing remains if it fails."""
         started = time.perf_counter()
         file_ref = new_id("file")
-        now = utcnow()
-        reservation = {
-            "file_ref": file_ref,
-            "app_id": owner[0],
-            "user_id": owner[1],
-            "media_type": DEFAULT_MEDIA_TYPE,
-            "complete": False,
-            "created_at": now,
-        }
-        await self.db.tx(lambda conn: conn.execute(insert(files).values(**reservation)))
+        reservation = FileRecord(
+            file_ref=file_ref,
+            media_type=DEFAULT_MEDIA_TYPE,
+            complete=False,
+            created_at=utcnow(),
+            app_id=owner[0],
+            user_id=owner[1],
+        )
+        await self.records.add(reservation)
         try:
             stored = await self.storage.put(file_ref, chunks, max_bytes=self.max_upload_bytes)
             filename, media_type = describe()
-            values = {
-                "size": stored.size,
-                "sha256": stored.sha256,
-                "filename": filename,
-                "media_type": resolve_media_type(media_type, filename),
-                "complete": True,
-            }
-            await self.db.tx(
-                lambda conn: conn.execute(
-                    update(files).where(files.c.file_ref == file_ref).values(**values)
-                )
+            change = FileChange(
+                size=stored.size,
+                sha256=stored.sha256,
+                media_type=resolve_media_type(media_type, filename),
+                filename=filename,
             )
+            await self.records.complete(file_ref, change)
         except BaseException:
             await asyncio.shield(self._discard(file_ref))
             raise
         self.metrics.record_file_upload(time.perf_counter() - started, stored.size)
-        return upload_response({**reservation, **values})
+        return upload_response(_completed(reservation, change))
 
     async def _discard(self, file_ref: str) -> None:
         with contextlib.suppress(Exception):
             await self.storage.delete(file_ref)
         with contextlib.suppress(Exception):
-            await self.db.tx(
-                lambda conn: conn.execute(delete(files).where(files.c.file_ref == file_ref))
-            )
+            await self.records.delete(file_ref)
 
     async def reserve(
         self,
@@ -324,20 +281,20 @@ class FileService:
             )
         file_ref = new_id("file")
         media = bare_media_type(media_type) or DEFAULT_MEDIA_TYPE
-        row = {
-            "file_ref": file_ref,
-            "app_id": principal.app_id,
-            "user_id": principal.user_id,
-            "filename": filename,
-            "media_type": media,
-            "declared_size": size,
-            "complete": False,
-            "created_at": utcnow(),
-        }
+        row = FileRecord(
+            file_ref=file_ref,
+            media_type=media,
+            complete=False,
+            created_at=utcnow(),
+            app_id=principal.app_id,
+            user_id=principal.user_id,
+            filename=filename,
+            declared_size=size,
+        )
         signed = await self.storage.presign(
             "PUT", file_ref, expires_in=expires_in, media_type=media
         )
-        await self.db.tx(lambda conn: conn.execute(insert(files).values(**row)))
+        await self.records.add(row)
         return {
             "file_ref": file_ref,
             "upload_url": self._absolute(signed.url, base_url),
@@ -357,7 +314,7 @@ class FileService:
         """``PUT /files/{ref}``: (re)write an issued ref; the last write wins."""
         check_file_ref(file_ref)
         started = time.perf_counter()
-        row = await self.db.tx(self._row, file_ref, access, True)
+        row = await self._row(file_ref, access, True)
         sent = bare_media_type(content_type)
         media_type = row.media_type
         if row.declared_size is not None:
@@ -379,22 +336,13 @@ class FileService:
                     max_bytes=self.max_upload_bytes,
                     expected_size=row.declared_size,
                 )
-                values = {
-                    "size": stored.size,
-                    "sha256": stored.sha256,
-                    "media_type": media_type,
-                    "complete": True,
-                }
-                await self.db.tx(
-                    lambda conn: conn.execute(
-                        update(files).where(files.c.file_ref == file_ref).values(**values)
-                    )
-                )
+                change = FileChange(size=stored.size, sha256=stored.sha256, media_type=media_type)
+                await self.records.complete(file_ref, change)
         finally:
             if not lock.locked():
                 self._put_locks.pop(file_ref, None)
-        self.metrics.record_file_upload(time.perf_counter() - started, int(values["size"] or 0))
-        return upload_response({**row._mapping, **values})
+        self.metrics.record_file_upload(time.perf_counter() - started, int(change.size or 0))
+        return upload_response(_completed(row, change))
 
     # -- downloads -------------------------------------------------------------------------
     async def verify_signature(
@@ -444,9 +392,7 @@ class FileService:
         self, file_ref: str, *, expires_in: int, base_url: str | None
     ) -> dict[str, Any]:
         """A pre-signed GET URL for an existing file (artifact downloads, webhooks)."""
-        row = await self.db.tx(
-            lambda conn: conn.execute(select(files).where(files.c.file_ref == file_ref)).first()
-        )
+        row = await self.records.get(file_ref)
         if row is None or (not row.complete and self.storage.kind != "s3"):
             raise missing(file_ref)
         if not row.complete:
@@ -475,55 +421,28 @@ class FileService:
     async def list_files(
         self, principal: Principal, *, media_type: str | None, page: PageRequest
     ) -> dict[str, Any]:
-        conditions: list[Any] = [files.c.complete.is_(True)]
-        if not principal.is_admin or principal.app_id is not None:
-            conditions.append(files.c.app_id == principal.app_id)
-        if not principal.is_admin or principal.user_id is not None:
-            conditions.append(files.c.user_id == principal.user_id)
-        if media_type:
-            conditions.append(files.c.media_type == media_type)
-        query = select(files).where(*conditions)
-
-        def _list(conn: Connection) -> dict[str, Any]:
-            result = paginate(
-                conn,
-                query,
-                route="files",
-                sort=files.c.created_at,
-                ident=files.c.file_ref,
-                page=page,
-            )
-            envelope = result.envelope([file_info(r) for r in result.rows])
-            envelope["total"] = result.total
-            return envelope
-
-        listed: dict[str, Any] = await self.db.tx(_list)
-        return listed
+        filters = FileFilter(
+            app_id=principal.app_id,
+            user_id=principal.user_id,
+            any_app=principal.is_admin and principal.app_id is None,
+            any_user=principal.is_admin and principal.user_id is None,
+            media_type=media_type or None,
+        )
+        result = await self.records.list(filters, page)
+        envelope = result.envelope([file_info(r) for r in result.rows])
+        envelope["total"] = result.total
+        return envelope
 
     async def delete(self, principal: Principal, file_ref: str) -> None:
         """``DELETE /files/{ref}``: bytes first, so a storage failure changes nothing."""
         check_file_ref(file_ref)
-        await self.db.tx(self._row, file_ref, principal, True)
+        await self._row(file_ref, principal, True)
         await self.storage.delete(file_ref)
-        await self.db.tx(
-            lambda conn: conn.execute(delete(files).where(files.c.file_ref == file_ref))
-        )
+        await self.records.delete(file_ref)
 
     async def delete_refs(self, refs: list[str]) -> None:
         """Retention: delete files that no artifact references (any more)."""
-
-        def _unreferenced(conn: Connection) -> list[str]:
-            used = set(
-                conn.execute(
-                    select(artifacts.c.file_ref).where(artifacts.c.file_ref.in_(refs))
-                ).scalars()
-            )
-            gone = [r for r in refs if r not in used]
-            if gone:
-                conn.execute(delete(files).where(files.c.file_ref.in_(gone)))
-            return gone
-
-        for file_ref in await self.db.tx(_unreferenced):
+        for file_ref in await self.records.delete_unreferenced(refs):
             try:
                 await self.storage.delete(file_ref)
             except Exception:
@@ -531,22 +450,25 @@ class FileService:
 
     async def totals(self) -> tuple[int, int]:
         """Cluster-wide ``(count, bytes)`` of complete files (metrics gauges)."""
-
-        def _totals(conn: Connection) -> tuple[int, int]:
-            count, total = conn.execute(
-                select(func.count(), func.coalesce(func.sum(files.c.size), 0)).where(
-                    files.c.complete.is_(True)
-                )
-            ).one()
-            return int(count), int(total)
-
-        return await self.db.tx(_totals)
+        return await self.records.totals()
 
     async def health(self) -> None:
         await self.storage.health()
 
     async def close(self) -> None:
         await self.storage.close()
+
+
+def _completed(record: FileRecord, change: FileChange) -> FileRecord:
+    """``record`` as :meth:`FileStore.complete` leaves it after ``change``."""
+    return replace(
+        record,
+        complete=True,
+        size=change.size,
+        sha256=change.sha256,
+        media_type=change.media_type or record.media_type,
+        filename=change.filename if change.filename is not None else record.filename,
+    )
 
 
 def _from_unix(seconds: int) -> datetime:

@@ -6,6 +6,8 @@ hand them to the services as the interfaces of ``task_framework.store``.
 """
 
 from task_framework.store.sql.credentials import SqlVaultStore
+from task_framework.store.sql.deployments import SqlDeploymentStore
+from task_framework.store.sql.files import SqlFileStore
 from task_framework.store.sql.keys import SqlKeyStore
 from task_framework.store.sql.schedules import SqlScheduleStore
 from task_framework.store.sql.sessions import SqlUiSessionStore
@@ -13,6 +15,8 @@ from task_framework.store.sql.settings import SqlSettingsStore
 from task_framework.store.sql.stats import SqlStatsStore
 
 __all__ = [
+    "SqlDeploymentStore",
+    "SqlFileStore",
     "SqlKeyStore",
     "SqlScheduleStore",
     "SqlSettingsStore",
