@@ -71,6 +71,7 @@ from task_framework.store import notify
 from task_framework.store.database import Database
 from task_framework.store.notify import Listener
 from task_framework.store.sql import SqlKeyStore, SqlSettingsStore, SqlVaultStore
+from task_framework.store.sql.webhooks import SqlWebhookStore
 from task_framework.ui.routes import create_ui_app
 
 log = logging.getLogger("task_framework.app")
@@ -231,8 +232,9 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         )
         return str(signed["download_url"])
 
+    webhook_store = SqlWebhookStore(db)
     dispatcher = Dispatcher(
-        db,
+        webhook_store,
         url_guard,
         metrics,
         retry_schedule=settings.webhook_retry_schedule,
@@ -285,7 +287,9 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         files=file_service,
         credentials=credentials,
         task_configs=task_configs,
-        webhooks=WebhookService(db, url_guard, secret_box=secret_box, wake=dispatcher.wake),
+        webhooks=WebhookService(
+            webhook_store, url_guard, secret_box=secret_box, wake=dispatcher.wake
+        ),
         dispatcher=dispatcher,
         schedules=schedule_service,
         scheduler=scheduler,

@@ -26,14 +26,10 @@ from task_framework.services.schedule_runs import Effects, RunEngine, run_dict, 
 from task_framework.services.tasks import TaskRegistry
 from task_framework.services.threads import _check_duplicate_refs, _resolve_inputs
 from task_framework.services.urlguard import UrlGuard
-from task_framework.services.webhooks import (
-    check_adhoc_events,
-    delete_webhooks_where,
-    insert_source_webhooks,
-    seal_api_keys,
-)
+from task_framework.services.webhooks import check_adhoc_events, seal_api_keys
 from task_framework.store.database import Database
 from task_framework.store.paging import PageRequest, paginate
+from task_framework.store.sql.webhooks import delete_webhooks_where, insert_source_webhooks
 from task_framework.store.tables import schedule_runs, schedules, webhooks
 
 if TYPE_CHECKING:

@@ -8,5 +8,6 @@ hand them to the services as the interfaces of ``task_framework.store``.
 from task_framework.store.sql.credentials import SqlVaultStore
 from task_framework.store.sql.keys import SqlKeyStore
 from task_framework.store.sql.settings import SqlSettingsStore
+from task_framework.store.sql.webhooks import SqlWebhookStore
 
-__all__ = ["SqlKeyStore", "SqlSettingsStore", "SqlVaultStore"]
+__all__ = ["SqlKeyStore", "SqlSettingsStore", "SqlVaultStore", "SqlWebhookStore"]
