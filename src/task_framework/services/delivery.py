@@ -15,6 +15,10 @@ PostgreSQL hands out event numbers before commit, so a number can become visible
 higher one. The fan-out stops at such a gap until every transaction that was running when
 the gap was seen has ended (``pg_current_snapshot``), then treats what is still missing
 as rolled back.
+
+The rows, their locking and that waiting are the webhook store's
+(:class:`~task_framework.store.webhooks.WebhookStore`); what is delivered to whom, the
+retry schedule and when to give up on a webhook are decided here.
 """
 
 from __future__ import annotations
@@ -79,10 +83,6 @@ _rng = secrets.SystemRandom()
 Presigner = Callable[[str, int], Awaitable[str]]
 
 
-_Job = ClaimedDelivery
-_Outcome = DeliveryOutcome
-
-
 def _clip(value: str | None) -> str | None:
     if value is None:
         return None
@@ -128,7 +128,7 @@ class Dispatcher:
         self._per_url: dict[str, int] = {}  # claimed, not yet finished
         self._url_slots: dict[str, asyncio.Semaphore] = {}
         self._slots = asyncio.Semaphore(max_concurrency)
-        self._outcomes: list[_Outcome] = []
+        self._outcomes: list[DeliveryOutcome] = []
         self._stop_watching: Callable[[], None] | None = None
         self._hooks_exist = True
         self._hooks_checked_at = float("-inf")
@@ -250,7 +250,7 @@ class Dispatcher:
         while True:
             self._send_wake.clear()
             room = self._max_concurrency * PREFETCH_FACTOR - len(self._inflight)
-            jobs: list[_Job] = []
+            jobs: list[ClaimedDelivery] = []
             if room > 0:
                 busy = [u for u, n in self._per_url.items() if n >= _PER_URL_CLAIMS]
                 try:
@@ -267,7 +267,7 @@ class Dispatcher:
                     await asyncio.wait_for(self._send_wake.wait(), POLL_SECONDS)
             await asyncio.sleep(COALESCE_SECONDS)
 
-    async def _claim(self, room: int, busy: list[str]) -> list[_Job]:
+    async def _claim(self, room: int, busy: list[str]) -> list[ClaimedDelivery]:
         counts = dict(self._per_url)
         taken = 0
 
@@ -287,7 +287,7 @@ class Dispatcher:
             traceparent=self._tracing.enabled, at=utcnow(),
         )  # fmt: skip
 
-    async def _deliver(self, job: _Job) -> None:
+    async def _deliver(self, job: ClaimedDelivery) -> None:
         slot = self._url_slots.get(job.url)
         if slot is None:
             slot = self._url_slots[job.url] = asyncio.Semaphore(PER_ENDPOINT_CONCURRENCY)
@@ -335,7 +335,7 @@ class Dispatcher:
             client = self._tls[target.host] = self._new_client()
         return client
 
-    async def _with_download_urls(self, job: _Job) -> dict[str, Any]:
+    async def _with_download_urls(self, job: ClaimedDelivery) -> dict[str, Any]:
         download_urls = bool((job.data_filters or {}).get("include_download_urls"))
         if not download_urls or self._presign is None:
             return job.payload
@@ -353,7 +353,7 @@ class Dispatcher:
                     log.debug("webhooks.presign_failed", exc_info=True)
         return payload
 
-    async def _traced_attempt(self, job: _Job) -> _Outcome:
+    async def _traced_attempt(self, job: ClaimedDelivery) -> DeliveryOutcome:
         """One attempt as a client span of the thread's trace; the request carries it."""
         attributes: dict[str, str | int] = {
             "task_framework.webhook_id": job.webhook_id,
@@ -376,20 +376,22 @@ class Dispatcher:
             )
         return outcome
 
-    async def _attempt(self, job: _Job, *, traceparent: str | None = None) -> _Outcome:
+    async def _attempt(
+        self, job: ClaimedDelivery, *, traceparent: str | None = None
+    ) -> DeliveryOutcome:
         started = utcnow()
         try:
             secret = self._secrets.unseal(job.secret)
             api_key = self._secrets.unseal(job.api_key) if job.api_key else None
         except DecryptionFailed as exc:
-            return _Outcome(job, job.payload, started, None, None, exc.message, None)
+            return DeliveryOutcome(job, job.payload, started, None, None, exc.message, None)
         try:
             target = await self._guard.target(job.url)
         except BlockedAddress:
-            return _Outcome(job, job.payload, started, None, None, "blocked address", None)
+            return DeliveryOutcome(job, job.payload, started, None, None, "blocked address", None)
         except (OSError, TimeoutError, ValueError) as exc:
             problem = f"DNS resolution failed: {exc}"
-            return _Outcome(job, job.payload, started, None, None, problem, None)
+            return DeliveryOutcome(job, job.payload, started, None, None, problem, None)
         payload = await self._with_download_urls(job)
         body = dumps(payload)
         headers = {
@@ -439,7 +441,7 @@ class Dispatcher:
         if status_code is not None and error is None and not 200 <= status_code < 300:
             error = f"HTTP {status_code}"
         text_body = b"".join(chunks)[:MAX_STORED_TEXT_BYTES].decode(errors="replace") or None
-        return _Outcome(job, payload, started, status_code, duration_ms, error, text_body)
+        return DeliveryOutcome(job, payload, started, status_code, duration_ms, error, text_body)
 
     # -- recording outcomes -----------------------------------------------------------------
 
@@ -468,7 +470,7 @@ class Dispatcher:
         if retries:
             self._send_wake.set()
 
-    def _after_failure(self, hook: WebhookRecord, outcome: _Outcome) -> FailurePlan:
+    def _after_failure(self, hook: WebhookRecord, outcome: DeliveryOutcome) -> FailurePlan:
         """What follows a failed attempt: 410 Gone disables the webhook at once, and so
         does failing for ``disable_after`` seconds; otherwise the retry schedule."""
         job = outcome.delivery
