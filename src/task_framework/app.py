@@ -82,6 +82,7 @@ from task_framework.store.sql import (
 )
 from task_framework.store.sql.deployments import SqlDeploymentStore
 from task_framework.store.sql.files import SqlFileStore
+from task_framework.store.sql.webhooks import SqlWebhookStore
 from task_framework.store.stats import StatsStore
 from task_framework.ui.routes import create_ui_app
 
@@ -249,8 +250,9 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         )
         return str(signed["download_url"])
 
+    webhook_store = SqlWebhookStore(db)
     dispatcher = Dispatcher(
-        db,
+        webhook_store,
         url_guard,
         metrics,
         retry_schedule=settings.webhook_retry_schedule,
@@ -271,7 +273,13 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
     )
     run_engine.tracing = tracing
     schedule_service = ScheduleService(
-        schedule_store, registry, executor, run_engine, metrics, secret_box=secret_box
+        schedule_store,
+        registry,
+        executor,
+        run_engine,
+        metrics,
+        webhooks=webhook_store,
+        secret_box=secret_box,
     )
     schedule_service.url_guard = url_guard
     scheduler = Scheduler(store=schedule_store, engine=run_engine, apply=schedule_service.apply)
@@ -305,7 +313,9 @@ def build_services(settings: Settings, *, runner: Runner | None = None) -> Servi
         files=file_service,
         credentials=credentials,
         task_configs=task_configs,
-        webhooks=WebhookService(db, url_guard, secret_box=secret_box, wake=dispatcher.wake),
+        webhooks=WebhookService(
+            webhook_store, url_guard, secret_box=secret_box, wake=dispatcher.wake
+        ),
         dispatcher=dispatcher,
         schedules=schedule_service,
         scheduler=scheduler,

@@ -26,7 +26,7 @@ from task_framework.store.schedules import (
     ScheduleTiming,
 )
 from task_framework.store.sql import SqlScheduleStore
-from task_framework.store.tables import threads, webhooks
+from task_framework.store.tables import threads
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -220,35 +220,6 @@ async def test_delete_in_removes_the_schedule_and_its_runs(store: ScheduleStore)
     assert not await store.tx(store.run_exists_in, run(gone, T0).run_id)
     assert await store.get(kept.id) == kept
     assert await store.tx(store.run_exists_in, run(kept, T0).run_id)
-
-
-async def test_delete_webhooks_in_removes_only_the_schedules_own(
-    store_db: Database, store: ScheduleStore
-) -> None:
-    record = schedule()
-    await add(store, record)
-
-    def _hook(conn: Connection, source: str, schedule_id: str | None) -> str:
-        hook_id = new_id("webhook")
-        conn.execute(
-            insert(webhooks).values(
-                id=hook_id, url="https://x.test/h", secret="s", enabled=True, timeout_seconds=5,
-                source=source, schedule_id=schedule_id, metadata={}, created_at=T0,
-                updated_at=T0,
-            )
-        )  # fmt: skip
-        return hook_id
-
-    own = await store_db.tx(_hook, "schedule", record.id)
-    scoped = await store_db.tx(_hook, "api", record.id)
-    other = await store_db.tx(_hook, "schedule", "schedule_other")
-    await store.tx(store.delete_webhooks_in, record.id)
-
-    def _ids(conn: Connection) -> set[str]:
-        return set(conn.execute(select(webhooks.c.id)).scalars())
-
-    assert await store_db.tx(_ids) == {scoped, other}
-    assert own not in await store_db.tx(_ids)
 
 
 # -- runs -------------------------------------------------------------------------------------

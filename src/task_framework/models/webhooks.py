@@ -5,15 +5,26 @@ Responses are built as plain dicts; the response models document them in OpenAPI
 
 from __future__ import annotations
 
+import base64
+import secrets
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from task_framework.models.events import EVENT_TYPES
 from task_framework.models.threads import PaginationModel
-from task_framework.services.events import EVENT_TYPES
 
 MAX_WEBHOOK_TIMEOUT_SECONDS = 60
 DEFAULT_WEBHOOK_TIMEOUT_SECONDS = 10
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a format prefix, not a secret
+SECRET_BYTES = 32
+
+
+def generate_secret() -> str:
+    """A signing secret (API.md §12.3): ``whsec_`` + standard base64 of 32 random bytes
+    (44 characters)."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
 
 WebhookSource = Literal["manual", "thread", "schedule"]
 DeliveryStatus = Literal["pending", "success", "failed"]

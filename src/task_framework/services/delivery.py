@@ -15,6 +15,10 @@ PostgreSQL hands out event numbers before commit, so a number can become visible
 higher one. The fan-out stops at such a gap until every transaction that was running when
 the gap was seen has ended (``pg_current_snapshot``), then treats what is still missing
 as rolled back.
+
+The rows, their locking and that waiting are the webhook store's
+(:class:`~task_framework.store.webhooks.WebhookStore`); what is delivered to whom, the
+retry schedule and when to give up on a webhook are decided here.
 """
 
 from __future__ import annotations
@@ -28,38 +32,28 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import Connection, bindparam, event, func, insert, or_, select, text, update
-from sqlalchemy.exc import IntegrityError
 
 from task_framework.ids import new_id
 from task_framework.models._time import utcnow
 from task_framework.observability.metrics import Metrics
 from task_framework.observability.tracing import NO_TRACING, TRACEPARENT_HEADER, Tracing
 from task_framework.services.crypto import DecryptionFailed, SecretBox
-from task_framework.services.events import EVENTS_WRITTEN
 from task_framework.services.urlguard import BlockedAddress, Target, UrlGuard
 from task_framework.services.webhook_payloads import dumps, render_payload, select_receivers
 from task_framework.services.webhook_signing import signature_headers
-from task_framework.services.webhooks import (
-    FAN_OUT_CURSOR_KEY,
-    WEBHOOKS_WRITTEN,
-    cancel_pending,
-    read_fan_out_cursor,
-    webhooks_changed,
-    write_fan_out_cursor,
-)
-from task_framework.store.database import Database
-from task_framework.store.tables import (
-    events,
-    settings_kv,
-    threads,
-    webhook_deliveries,
-    webhooks,
+from task_framework.store.webhooks import (
+    ClaimedDelivery,
+    DeliveryOutcome,
+    EventRecord,
+    FailurePlan,
+    NewDelivery,
+    WebhookRecord,
+    WebhookStore,
 )
 
 log = logging.getLogger("task_framework.webhooks")
@@ -78,7 +72,6 @@ LEASE_MARGIN_SECONDS = 15.0  # lease = the webhook's timeout x PREFETCH_FACTOR +
 CONNECT_TIMEOUT_SECONDS = 5.0
 MAX_RESPONSE_READ_BYTES = 64 * 1024
 MAX_STORED_TEXT_BYTES = 4 * 1024
-GAP_MAX_WAIT_SECONDS = 60.0  # a PostgreSQL seq gap is given up after this at the latest
 JITTER = 0.1  # retry delays vary by ±10 %
 CLOSE_GRACE_SECONDS = 5.0
 MAX_TLS_CLIENTS = 64
@@ -90,48 +83,6 @@ _rng = secrets.SystemRandom()
 Presigner = Callable[[str, int], Awaitable[str]]
 
 
-@dataclass(slots=True)
-class _Job:
-    id: str
-    webhook_id: str
-    event_id: str
-    event_type: str
-    attempt: int
-    manual: bool
-    payload: dict[str, Any]
-    thread_id: str | None
-    run_id: str | None
-    url: str
-    secret: str
-    api_key: str | None
-    timeout: float
-    download_urls: bool
-    traceparent: str | None = None
-    """The thread's trace (tracing on): the delivery is a span of it."""
-
-
-@dataclass(slots=True)
-class _Outcome:
-    job: _Job
-    payload: dict[str, Any]
-    started: datetime
-    status_code: int | None
-    duration_ms: int | None
-    error: str | None
-    body: str | None
-
-    @property
-    def ok(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300
-
-
-@dataclass(slots=True)
-class _Gap:
-    upto: int  # highest missing seq
-    xmax: int  # transactions below this id must end before the gap is final
-    since: float
-
-
 def _clip(value: str | None) -> str | None:
     if value is None:
         return None
@@ -141,37 +92,12 @@ def _clip(value: str | None) -> str | None:
     return raw[:MAX_STORED_TEXT_BYTES].decode(errors="ignore")
 
 
-def _enabled_webhook_exists(conn: Connection) -> bool:
-    return (
-        conn.execute(select(webhooks.c.id).where(webhooks.c.enabled.is_(True)).limit(1)).first()
-        is not None
-    )
-
-
-def _locked_cursor(conn: Connection) -> int:
-    cursor = read_fan_out_cursor(conn, for_update=True)
-    assert cursor is not None, "the fan-out cursor is created when the dispatcher starts"
-    return cursor
-
-
-def _advance_cursor_idle(conn: Connection, upto: int | None) -> int | None:
-    """Move the fan-out cursor to ``upto`` if still no webhook is enabled; return the
-    newest event now (the next step's ``upto``), or None when webhooks appeared."""
-    cursor = _locked_cursor(conn)
-    if _enabled_webhook_exists(conn):
-        return None
-    if upto is not None and upto > cursor:
-        write_fan_out_cursor(conn, upto, utcnow())
-    newest: int | None = conn.execute(select(func.max(events.c.seq))).scalar()
-    return newest
-
-
 class Dispatcher:
     """Fans events out to webhooks and sends the attempts, on this replica."""
 
     def __init__(
         self,
-        db: Database,
+        store: WebhookStore,
         guard: UrlGuard,
         metrics: Metrics,
         *,
@@ -183,7 +109,7 @@ class Dispatcher:
         presign: Presigner | None = None,
         tracing: Tracing = NO_TRACING,
     ) -> None:
-        self._db = db
+        self._store = store
         self._tracing = tracing
         self._guard = guard
         self._metrics = metrics
@@ -202,8 +128,8 @@ class Dispatcher:
         self._per_url: dict[str, int] = {}  # claimed, not yet finished
         self._url_slots: dict[str, asyncio.Semaphore] = {}
         self._slots = asyncio.Semaphore(max_concurrency)
-        self._outcomes: list[_Outcome] = []
-        self._gap: _Gap | None = None
+        self._outcomes: list[DeliveryOutcome] = []
+        self._stop_watching: Callable[[], None] | None = None
         self._hooks_exist = True
         self._hooks_checked_at = float("-inf")
         self._idle_advanced_at = float("-inf")
@@ -217,8 +143,10 @@ class Dispatcher:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        await self._db.tx(_init_cursor)
-        event.listen(self._db.engine, "commit", self._on_commit)
+        await self._store.start_fan_out(utcnow())
+        self._stop_watching = self._store.watch_commits(
+            webhooks_written=self._on_webhooks_written, events_written=self._on_events_written
+        )
         self._http = self._new_client()
         self._tasks = [
             asyncio.create_task(self._fan_out_loop(), name="webhooks-fan-out"),
@@ -228,8 +156,9 @@ class Dispatcher:
 
     async def close(self) -> None:
         self._closing = True
-        with contextlib.suppress(Exception):
-            event.remove(self._db.engine, "commit", self._on_commit)
+        if self._stop_watching is not None:
+            with contextlib.suppress(Exception):
+                self._stop_watching()
         for task in self._tasks[:2]:
             task.cancel()
         if self._inflight:
@@ -251,11 +180,12 @@ class Dispatcher:
         self._fan_wake.set()
         self._send_wake.set()
 
-    def _on_commit(self, conn: Any) -> None:
-        if conn.info.pop(WEBHOOKS_WRITTEN, False):
-            # A webhook was created or changed here: stop trusting "none enabled" at once.
-            self._hooks_checked_at = float("-inf")
-        if conn.info.pop(EVENTS_WRITTEN, False) and self._loop is not None:
+    def _on_webhooks_written(self) -> None:
+        # A webhook was created or changed: stop trusting "none enabled" at once.
+        self._hooks_checked_at = float("-inf")
+
+    def _on_events_written(self) -> None:
+        if self._loop is not None:
             with contextlib.suppress(RuntimeError):  # loop closed during shutdown
                 self._loop.call_soon_threadsafe(self._fan_wake.set)
 
@@ -269,7 +199,9 @@ class Dispatcher:
                     await self._advance_idle()
                     queued, more = 0, False
                 else:
-                    queued, more = await self._db.tx(self._fan_out)
+                    queued, more = await self._store.fan_out(
+                        self._plan, limit=FAN_OUT_BATCH, at=utcnow()
+                    )
             except Exception:
                 log.exception("webhooks.fan_out_failed")
                 queued, more = 0, False
@@ -292,7 +224,7 @@ class Dispatcher:
     async def _any_enabled_webhook(self) -> bool:
         now = time.monotonic()
         if now - self._hooks_checked_at >= HOOKS_CHECK_SECONDS:
-            self._hooks_exist = await self._db.tx(_enabled_webhook_exists)
+            self._hooks_exist = await self._store.any_enabled()
             self._hooks_checked_at = now
         return self._hooks_exist
 
@@ -301,81 +233,16 @@ class Dispatcher:
         if now - self._idle_advanced_at < IDLE_ADVANCE_SECONDS:
             return
         self._idle_advanced_at = now
-        self._idle_mark = await self._db.tx(_advance_cursor_idle, self._idle_mark)
+        self._idle_mark = await self._store.advance_idle(self._idle_mark, utcnow())
 
-    def _fan_out(self, conn: Connection) -> tuple[int, bool]:
-        """One batch; returns (attempts queued, whether more events may be waiting)."""
-        postgres = conn.dialect.name == "postgresql"
-        final_upto = -1
-        if postgres and self._gap is not None:
-            xmin = int(
-                conn.execute(
-                    text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
-                ).scalar_one()
-            )
-            if xmin >= self._gap.xmax or time.monotonic() - self._gap.since > GAP_MAX_WAIT_SECONDS:
-                final_upto, self._gap = self._gap.upto, None
-        cursor = _locked_cursor(conn)
-        # Sequence numbers first: the snapshots are read only when a webhook may want them.
-        rows = conn.execute(
-            select(events.c.seq, events.c.thread_id)
-            .where(events.c.seq > cursor)
-            .order_by(events.c.seq)
-            .limit(FAN_OUT_BATCH)
-        ).all()
-        accepted = []
-        expected = cursor + 1
-        for row in rows:
-            if postgres and row.seq != expected and row.seq - 1 > final_upto:
-                if self._gap is None:
-                    xmax = conn.execute(
-                        text("SELECT pg_snapshot_xmax(pg_current_snapshot())::text")
-                    )
-                    self._gap = _Gap(row.seq - 1, int(xmax.scalar_one()), time.monotonic())
-                break
-            accepted.append(row)
-            expected = row.seq + 1
-        if not accepted:
-            return 0, False
-        thread_ids = {r.thread_id for r in accepted if r.thread_id}
-        hooks = conn.execute(
-            select(webhooks).where(
-                webhooks.c.enabled.is_(True),
-                or_(webhooks.c.thread_id.is_(None), webhooks.c.thread_id.in_(thread_ids)),
-            )
-        ).all()
-        now = utcnow()
-        if hooks:
-            accepted = list(
-                conn.execute(
-                    select(events)
-                    .where(events.c.seq.in_([r.seq for r in accepted]))
-                    .order_by(events.c.seq)
-                )
-            )
-        attempts = [
-            {
-                "id": new_id("delivery"),
-                "webhook_id": hook.id,
-                "event_id": ev.id,
-                "event_type": ev.event_type,
-                "event_payload": render_payload(ev, hook.data_filters),
-                "thread_id": ev.thread_id,
-                "run_id": ev.run_id,
-                "attempt": 1,
-                "timestamp": now,
-                "status": "pending",
-                "delivery_url": hook.url,
-                "manual": False,
-                "next_attempt_at": now,
-            }
-            for ev in accepted
+    @staticmethod
+    def _plan(events: Sequence[EventRecord], hooks: Sequence[WebhookRecord]) -> list[NewDelivery]:
+        """The first attempts for a batch of events: each to its receivers (one per URL)."""
+        return [
+            NewDelivery(new_id("delivery"), hook, ev, render_payload(ev, hook.data_filters))
+            for ev in events
             for hook in select_receivers(hooks, ev)
         ]
-        if attempts:
-            conn.execute(insert(webhook_deliveries), attempts)
-        write_fan_out_cursor(conn, accepted[-1].seq, now)
-        return len(attempts), len(accepted) == len(rows) == FAN_OUT_BATCH
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -383,11 +250,11 @@ class Dispatcher:
         while True:
             self._send_wake.clear()
             room = self._max_concurrency * PREFETCH_FACTOR - len(self._inflight)
-            jobs: list[_Job] = []
+            jobs: list[ClaimedDelivery] = []
             if room > 0:
                 busy = [u for u, n in self._per_url.items() if n >= _PER_URL_CLAIMS]
                 try:
-                    jobs = await self._db.tx(self._claim, room, busy)
+                    jobs = await self._claim(room, busy)
                 except Exception:
                     log.exception("webhooks.claim_failed")
             for job in jobs:
@@ -400,79 +267,27 @@ class Dispatcher:
                     await asyncio.wait_for(self._send_wake.wait(), POLL_SECONDS)
             await asyncio.sleep(COALESCE_SECONDS)
 
-    def _claim(self, conn: Connection, room: int, busy: list[str]) -> list[_Job]:
-        d = webhook_deliveries.c
-        now = utcnow()
-        query = (
-            select(d.id, d.delivery_url, webhooks.c.timeout_seconds)
-            .join(webhooks, webhooks.c.id == d.webhook_id)
-            .where(
-                d.status == "pending",
-                d.next_attempt_at <= now,
-                or_(d.lease_expires_at.is_(None), d.lease_expires_at < now),
-                webhooks.c.enabled.is_(True),
-            )
-            .order_by(d.next_attempt_at)
-            .limit(room * 2)
-        )
-        if busy:
-            query = query.where(d.delivery_url.not_in(busy))
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True, of=webhook_deliveries)
+    async def _claim(self, room: int, busy: list[str]) -> list[ClaimedDelivery]:
         counts = dict(self._per_url)
-        picked: dict[int, list[str]] = {}
         taken = 0
-        for row in conn.execute(query):
-            if taken >= room or counts.get(row.delivery_url, 0) >= _PER_URL_CLAIMS:
-                continue
-            counts[row.delivery_url] = counts.get(row.delivery_url, 0) + 1
-            picked.setdefault(row.timeout_seconds, []).append(row.id)
-            taken += 1
-        for timeout, ids in picked.items():
-            conn.execute(
-                update(webhook_deliveries)
-                .where(d.id.in_(ids))
-                .values(
-                    lease_owner=self._owner,
-                    lease_expires_at=now
-                    + timedelta(seconds=timeout * PREFETCH_FACTOR + LEASE_MARGIN_SECONDS),
-                )
-            )
-        ids = [i for group in picked.values() for i in group]
-        if not ids:
-            return []
-        hook = webhooks.c
-        columns: list[Any] = [
-            webhook_deliveries, hook.url, hook.secret, hook.api_key, hook.timeout_seconds,
-            hook.data_filters,
-        ]  # fmt: skip
-        joined = webhook_deliveries.join(webhooks, webhooks.c.id == d.webhook_id)
-        if self._tracing.enabled:
-            columns.append(threads.c.traceparent)
-            joined = joined.outerjoin(threads, threads.c.id == d.thread_id)
-        rows = conn.execute(select(*columns).select_from(joined).where(d.id.in_(ids)))
-        return [
-            _Job(
-                id=r.id,
-                webhook_id=r.webhook_id,
-                event_id=r.event_id,
-                event_type=r.event_type,
-                attempt=r.attempt,
-                manual=bool(r.manual),
-                payload=r.event_payload,
-                thread_id=r.thread_id,
-                run_id=r.run_id,
-                url=r.url,
-                secret=r.secret,
-                api_key=r.api_key,
-                timeout=float(r.timeout_seconds),
-                download_urls=bool((r.data_filters or {}).get("include_download_urls")),
-                traceparent=getattr(r, "traceparent", None),
-            )
-            for r in rows
-        ]
 
-    async def _deliver(self, job: _Job) -> None:
+        def take(url: str) -> bool:
+            nonlocal taken
+            if taken >= room or counts.get(url, 0) >= _PER_URL_CLAIMS:
+                return False
+            counts[url] = counts.get(url, 0) + 1
+            taken += 1
+            return True
+
+        def lease(timeout: float) -> timedelta:
+            return timedelta(seconds=timeout * PREFETCH_FACTOR + LEASE_MARGIN_SECONDS)
+
+        return await self._store.claim(
+            self._owner, scan=room * 2, exclude_urls=busy, take=take, lease=lease,
+            traceparent=self._tracing.enabled, at=utcnow(),
+        )  # fmt: skip
+
+    async def _deliver(self, job: ClaimedDelivery) -> None:
         slot = self._url_slots.get(job.url)
         if slot is None:
             slot = self._url_slots[job.url] = asyncio.Semaphore(PER_ENDPOINT_CONCURRENCY)
@@ -493,7 +308,10 @@ class Dispatcher:
         status = "success" if outcome.ok else "failed"
         duration = None if outcome.duration_ms is None else outcome.duration_ms / 1000
         self._metrics.record_webhook_delivery(job.webhook_id, status, duration)
-        self._outcomes.append(outcome)
+        # Stored texts are clipped; the span saw the whole error.
+        self._outcomes.append(
+            replace(outcome, error=_clip(outcome.error), body=_clip(outcome.body))
+        )
         self._flush_wake.set()
 
     def _new_client(self) -> httpx.AsyncClient:
@@ -517,8 +335,9 @@ class Dispatcher:
             client = self._tls[target.host] = self._new_client()
         return client
 
-    async def _with_download_urls(self, job: _Job) -> dict[str, Any]:
-        if not job.download_urls or self._presign is None:
+    async def _with_download_urls(self, job: ClaimedDelivery) -> dict[str, Any]:
+        download_urls = bool((job.data_filters or {}).get("include_download_urls"))
+        if not download_urls or self._presign is None:
             return job.payload
         payload = copy.deepcopy(job.payload)
         items = list(payload.get("artifacts") or [])
@@ -534,7 +353,7 @@ class Dispatcher:
                     log.debug("webhooks.presign_failed", exc_info=True)
         return payload
 
-    async def _traced_attempt(self, job: _Job) -> _Outcome:
+    async def _traced_attempt(self, job: ClaimedDelivery) -> DeliveryOutcome:
         """One attempt as a client span of the thread's trace; the request carries it."""
         attributes: dict[str, str | int] = {
             "task_framework.webhook_id": job.webhook_id,
@@ -557,20 +376,22 @@ class Dispatcher:
             )
         return outcome
 
-    async def _attempt(self, job: _Job, *, traceparent: str | None = None) -> _Outcome:
+    async def _attempt(
+        self, job: ClaimedDelivery, *, traceparent: str | None = None
+    ) -> DeliveryOutcome:
         started = utcnow()
         try:
             secret = self._secrets.unseal(job.secret)
             api_key = self._secrets.unseal(job.api_key) if job.api_key else None
         except DecryptionFailed as exc:
-            return _Outcome(job, job.payload, started, None, None, exc.message, None)
+            return DeliveryOutcome(job, job.payload, started, None, None, exc.message, None)
         try:
             target = await self._guard.target(job.url)
         except BlockedAddress:
-            return _Outcome(job, job.payload, started, None, None, "blocked address", None)
+            return DeliveryOutcome(job, job.payload, started, None, None, "blocked address", None)
         except (OSError, TimeoutError, ValueError) as exc:
             problem = f"DNS resolution failed: {exc}"
-            return _Outcome(job, job.payload, started, None, None, problem, None)
+            return DeliveryOutcome(job, job.payload, started, None, None, problem, None)
         payload = await self._with_download_urls(job)
         body = dumps(payload)
         headers = {
@@ -620,7 +441,7 @@ class Dispatcher:
         if status_code is not None and error is None and not 200 <= status_code < 300:
             error = f"HTTP {status_code}"
         text_body = b"".join(chunks)[:MAX_STORED_TEXT_BYTES].decode(errors="replace") or None
-        return _Outcome(job, payload, started, status_code, duration_ms, error, text_body)
+        return DeliveryOutcome(job, payload, started, status_code, duration_ms, error, text_body)
 
     # -- recording outcomes -----------------------------------------------------------------
 
@@ -640,140 +461,32 @@ class Dispatcher:
         if not batch:
             return
         try:
-            retries = await self._db.tx(self._record, batch)
+            retries = await self._store.record(
+                self._owner, batch, after_failure=self._after_failure, at=utcnow()
+            )
         except Exception:
             self._outcomes = batch + self._outcomes
             raise
         if retries:
             self._send_wake.set()
 
-    def _record(self, conn: Connection, batch: list[_Outcome]) -> int:
-        """Store a batch of outcomes; returns how many retries were queued."""
-        d = webhook_deliveries.c
+    def _after_failure(self, hook: WebhookRecord, outcome: DeliveryOutcome) -> FailurePlan:
+        """What follows a failed attempt: 410 Gone disables the webhook at once, and so
+        does failing for ``disable_after`` seconds; otherwise the retry schedule."""
+        job = outcome.delivery
         now = utcnow()
-        fenced = (
-            update(webhook_deliveries)
-            .where(
-                d.id == bindparam("b_id"),
-                d.lease_owner == self._owner,
-                d.status == "pending",
-            )
-            .values(
-                status=bindparam("b_status"),
-                status_code=bindparam("b_code"),
-                response_time_ms=bindparam("b_ms"),
-                error=bindparam("b_error"),
-                response_body=bindparam("b_body"),
-                timestamp=bindparam("b_started"),
-                delivery_url=bindparam("b_url"),
-                event_payload=bindparam("b_payload", type_=webhook_deliveries.c.event_payload.type),
-                next_attempt_at=None,
-                lease_owner=None,
-                lease_expires_at=None,
-            )
-        )
-
-        def params(outcome: _Outcome) -> dict[str, Any]:
-            return {
-                "b_id": outcome.job.id,
-                "b_status": "success" if outcome.ok else "failed",
-                "b_code": outcome.status_code,
-                "b_ms": outcome.duration_ms,
-                "b_error": _clip(outcome.error),
-                "b_body": _clip(outcome.body),
-                "b_started": outcome.started,
-                "b_url": outcome.job.url,
-                "b_payload": outcome.payload,
-            }
-
-        # Successes need no follow-up beyond clearing the failure window: one statement.
-        successes = [o for o in batch if o.ok]
-        if successes:
-            conn.execute(fenced, [params(o) for o in successes])
-            conn.execute(
-                update(webhooks)
-                .where(
-                    webhooks.c.id.in_({o.job.webhook_id for o in successes}),
-                    webhooks.c.first_failure_at.is_not(None),
-                )
-                .values(first_failure_at=None)
-            )
-        retries = 0
-        for outcome in batch:
-            if outcome.ok:
-                continue
-            if conn.execute(fenced, params(outcome)).rowcount == 0:
-                continue  # lease lost or webhook deleted meanwhile
-            hook = conn.execute(
-                select(webhooks).where(webhooks.c.id == outcome.job.webhook_id)
-            ).first()
-            if hook is not None:
-                retries += self._after_attempt(conn, hook, outcome, now)
-        return retries
-
-    def _after_attempt(self, conn: Connection, hook: Any, outcome: _Outcome, now: datetime) -> int:
-        job = outcome.job
-        hooks = update(webhooks).where(webhooks.c.id == hook.id)
         if outcome.status_code == 410:
-            conn.execute(hooks.values(enabled=False, disabled_reason="gone", updated_at=now))
-            webhooks_changed(conn)
-            cancel_pending(conn, hook.id)
             log.warning("webhooks.disabled", extra={"webhook_id": hook.id, "reason": "gone"})
-            return 0
+            return FailurePlan(disable="gone")
         first = hook.first_failure_at or outcome.started
         if now - first >= self._disable_after:
-            conn.execute(hooks.values(enabled=False, disabled_reason="failing", updated_at=now))
-            webhooks_changed(conn)
-            cancel_pending(conn, hook.id)
             log.warning("webhooks.disabled", extra={"webhook_id": hook.id, "reason": "failing"})
-            return 0
-        if hook.first_failure_at is None:
-            conn.execute(hooks.values(first_failure_at=first))
+            return FailurePlan(disable="failing")
+        opened = first if hook.first_failure_at is None else None
         if job.manual or job.attempt > len(self._retry) or not hook.enabled:
-            return 0
+            return FailurePlan(first_failure_at=opened)
         delay = self._retry[job.attempt - 1] * _rng.uniform(1 - JITTER, 1 + JITTER)
-        due = now + timedelta(seconds=delay)
-        try:
-            with conn.begin_nested():
-                conn.execute(
-                    insert(webhook_deliveries).values(
-                        id=new_id("delivery"),
-                        webhook_id=hook.id,
-                        event_id=job.event_id,
-                        event_type=job.event_type,
-                        event_payload=job.payload,
-                        thread_id=job.thread_id,
-                        run_id=job.run_id,
-                        attempt=job.attempt + 1,
-                        timestamp=due,
-                        status="pending",
-                        delivery_url=hook.url,
-                        manual=False,
-                        next_attempt_at=due,
-                    )
-                )
-        except IntegrityError:
-            return 0  # that attempt (a redelivery's number) already exists
-        return 1
-
-
-def _init_cursor(conn: Connection) -> None:
-    """Create the fan-out cursor at the newest event: webhooks start from now."""
-    found = conn.execute(
-        select(settings_kv.c.key).where(settings_kv.c.key == FAN_OUT_CURSOR_KEY)
-    ).first()
-    if found is not None:
-        return
-    top = conn.execute(select(events.c.seq).order_by(events.c.seq.desc()).limit(1)).scalar()
-    try:
-        with conn.begin_nested():
-            conn.execute(
-                insert(settings_kv).values(
-                    key=FAN_OUT_CURSOR_KEY, value={"seq": int(top or 0)}, updated_at=utcnow()
-                )
-            )
-    except IntegrityError:
-        pass  # another replica created it first
+        return FailurePlan(first_failure_at=opened, retry_at=now + timedelta(seconds=delay))
 
 
 __all__ = ["PER_ENDPOINT_CONCURRENCY", "Dispatcher"]

@@ -15,12 +15,12 @@ from sqlalchemy import Connection
 
 from task_framework.ids import new_id
 from task_framework.models._time import format_ts, utcnow
+from task_framework.models.events import EVENT_TYPES
 from task_framework.store import notify
+from task_framework.store.notify import EVENTS_WRITTEN
 from task_framework.store.prepared import Prepared
 from task_framework.store.tables import events
 
-EVENTS_WRITTEN = "tf_events_written"
-"""Set in ``conn.info`` by a transaction that wrote events; read at commit (delivery)."""
 _INSERT = Prepared.insert(
     events,
     (
@@ -29,26 +29,21 @@ _INSERT = Prepared.insert(
     ),
 )
 
+__all__ = [
+    "EVENTS_WRITTEN",
+    "EVENT_TYPES",
+    "THREAD_TERMINAL_EVENTS",
+    "insert_events",
+    "thread_event",
+    "thread_snapshot",
+]
+
 THREAD_TERMINAL_EVENTS = {
     "succeeded": "thread.succeeded",
     "failed": "thread.failed",
     "timeout": "thread.timeout",
     "stopped": "thread.stopped",
 }
-EVENT_TYPES = (
-    "thread.created",
-    "thread.started",
-    "thread.succeeded",
-    "thread.failed",
-    "thread.timeout",
-    "thread.stopped",
-    "thread.problem",
-    "artifact.created",
-    "schedule.run.started",
-    "schedule.run.succeeded",
-    "schedule.run.failed",
-    "schedule.run.skipped",
-)
 
 
 def thread_snapshot(thread: dict[str, Any]) -> dict[str, Any]:

@@ -30,11 +30,7 @@ from task_framework.services.schedule_runs import (
 from task_framework.services.tasks import TaskRegistry
 from task_framework.services.threads import _check_duplicate_refs, _resolve_inputs
 from task_framework.services.urlguard import UrlGuard
-from task_framework.services.webhooks import (
-    check_adhoc_events,
-    insert_source_webhooks,
-    seal_api_keys,
-)
+from task_framework.services.webhooks import check_adhoc_events, seal_api_keys
 from task_framework.store.base import Tx
 from task_framework.store.errors import UniqueViolation
 from task_framework.store.pages import Page, PageRequest
@@ -44,6 +40,7 @@ from task_framework.store.schedules import (
     ScheduleRecord,
     ScheduleStore,
 )
+from task_framework.store.webhooks import WebhookStore, source_webhook_records
 
 if TYPE_CHECKING:
     from task_framework.models.artifact import Artifact
@@ -117,9 +114,11 @@ class ScheduleService:
         engine: RunEngine,
         metrics: Metrics,
         *,
+        webhooks: WebhookStore,
         secret_box: SecretBox,
     ) -> None:
         self._store = store
+        self._webhooks = webhooks
         self._secrets = secret_box
         self._registry = registry
         self._executor = executor
@@ -205,11 +204,16 @@ class ScheduleService:
         owner: Any,
         now: datetime,
     ) -> None:
-        self._store.delete_webhooks_in(tx, schedule_id)
-        insert_source_webhooks(
-            tx_conn(tx), hooks, seal=self._secrets.seal, source="schedule", owner=owner, now=now,
+        self._webhooks.delete_source_webhooks_in(tx, "schedule", schedule_id)
+        records = source_webhook_records(
+            hooks,
+            seal=self._secrets.seal,
+            source="schedule",
+            owner=owner,
+            now=now,
             schedule_id=schedule_id,
-        )  # fmt: skip
+        )
+        self._webhooks.add_source_webhooks_in(tx, records)
 
     @staticmethod
     def _template(items: list[Artifact]) -> list[dict[str, Any]]:
@@ -375,7 +379,7 @@ class ScheduleService:
         def _delete(tx: Tx) -> None:
             self._visible(tx, principal, schedule_id, lock=True)
             self._store.delete_in(tx, schedule_id)
-            self._store.delete_webhooks_in(tx, schedule_id)
+            self._webhooks.delete_source_webhooks_in(tx, "schedule", schedule_id)
 
         await self._store.tx(_delete)
         self.on_change()

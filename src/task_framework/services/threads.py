@@ -54,16 +54,12 @@ from task_framework.services.records import (
 )
 from task_framework.services.tasks import TaskDefinition, TaskRegistry
 from task_framework.services.urlguard import UrlGuard
-from task_framework.services.webhooks import (
-    check_adhoc_events,
-    insert_source_webhooks,
-    on_thread_deleted,
-    seal_api_keys,
-)
+from task_framework.services.webhooks import check_adhoc_events, seal_api_keys
 from task_framework.store import notify
 from task_framework.store.database import Database
 from task_framework.store.paging import Page, PageRequest, paginate
 from task_framework.store.prepared import Prepared
+from task_framework.store.sql.webhooks import insert_source_webhooks, on_thread_deleted
 from task_framework.store.tables import (
     artifacts,
     files,

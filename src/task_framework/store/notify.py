@@ -27,6 +27,8 @@ STOP = "tf_stop"
 """Payload: a thread id whose stop was requested (its worker terminates it)."""
 EVENTS = "tf_events"
 """Events were written to the outbox (webhook fan-out, live streams)."""
+EVENTS_WRITTEN = "tf_events_written"
+"""Set in ``conn.info`` by a transaction that wrote events; read at commit (delivery)."""
 CHANNELS = (QUEUED, SETTLED, STOP, EVENTS)
 
 RECONNECT_DELAY_SECONDS = 1.0

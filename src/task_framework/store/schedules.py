@@ -169,11 +169,6 @@ class ScheduleStore(Protocol):
         """Delete the schedule and its runs (a no-op when absent)."""
         ...
 
-    def delete_webhooks_in(self, tx: Tx, schedule_id: str) -> None:
-        """Delete the webhooks the schedule itself made (``source = 'schedule'``, from its
-        ``webhooks`` field) with their deliveries; webhooks merely scoped to it stay."""
-        ...
-
     # -- runs -----------------------------------------------------------------------------
 
     def run_in(self, tx: Tx, schedule_id: str, run_id: str) -> RunRecord | None: ...

@@ -13,6 +13,7 @@ from task_framework.store.sql.schedules import SqlScheduleStore
 from task_framework.store.sql.sessions import SqlUiSessionStore
 from task_framework.store.sql.settings import SqlSettingsStore
 from task_framework.store.sql.stats import SqlStatsStore
+from task_framework.store.sql.webhooks import SqlWebhookStore
 
 __all__ = [
     "SqlDeploymentStore",
@@ -23,4 +24,5 @@ __all__ = [
     "SqlStatsStore",
     "SqlUiSessionStore",
     "SqlVaultStore",
+    "SqlWebhookStore",
 ]

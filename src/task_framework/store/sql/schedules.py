@@ -8,7 +8,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any, TypeVar, TypeVarTuple
 
-from sqlalchemy import Connection, Row, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, Row, delete, insert, or_, select, update
 
 from task_framework.models.threads import TERMINAL_STATES
 from task_framework.store.base import Tx
@@ -28,8 +28,6 @@ from task_framework.store.tables import (
     schedule_runs,
     schedules,
     threads,
-    webhook_deliveries,
-    webhooks,
 )
 
 __all__ = ["SqlScheduleStore"]
@@ -186,13 +184,6 @@ class SqlScheduleStore:
         conn = conn_of(tx)
         conn.execute(delete(schedule_runs).where(schedule_runs.c.schedule_id == schedule_id))
         conn.execute(delete(schedules).where(schedules.c.id == schedule_id))
-
-    def delete_webhooks_in(self, tx: Tx, schedule_id: str) -> None:
-        conn = conn_of(tx)
-        own = and_(webhooks.c.source == "schedule", webhooks.c.schedule_id == schedule_id)
-        ids = select(webhooks.c.id).where(own).scalar_subquery()
-        conn.execute(delete(webhook_deliveries).where(webhook_deliveries.c.webhook_id.in_(ids)))
-        conn.execute(delete(webhooks).where(own))
 
     # -- runs -----------------------------------------------------------------------------
 
