@@ -14,7 +14,7 @@ from task_framework.ids import new_id
 from task_framework.models._time import utcnow
 from task_framework.store.base import Tx
 from task_framework.store.database import Database
-from task_framework.store.settings import SettingRecord, SettingsStore
+from task_framework.store.settings import Expiry, SettingRecord, SettingsStore
 from task_framework.store.sql import SqlSettingsStore
 from task_framework.store.tables import threads
 
@@ -125,3 +125,35 @@ async def test_setdefault_in_belongs_to_the_callers_transaction(
     with pytest.raises(NotFound):
         await store_db.tx(add_then_fail)
     assert await store.get("salt") is None
+
+
+async def test_replace_and_take_hand_a_record_out_once_and_drop_expired_ones(
+    store: SettingsStore,
+) -> None:
+    now = utcnow()
+    expire = Expiry("flash:", now - timedelta(minutes=5))
+    stale = SettingRecord("flash:stale", {"v": 0}, now - timedelta(minutes=10))
+    other = SettingRecord("limit", 4, now - timedelta(days=1))  # old, but not under the prefix
+    await store.put(stale, then_read=[])
+    await store.put(other, then_read=[])
+
+    await store.replace(SettingRecord("flash:a", {"v": 1}, now), expire=expire)
+    assert await store.get("flash:stale") is None  # expired entries go with the write
+    assert await store.get("limit") == other
+    newer = SettingRecord("flash:a", {"v": 2}, now)
+    await store.replace(newer, expire=expire)  # replaces, no unique violation
+    assert await store.get("flash:a") == newer
+
+    results = await asyncio.gather(*(store.take("flash:a", expire=expire) for _ in range(4)))
+    assert [r for r in results if r is not None] == [newer]  # one caller gets it
+    assert await store.take("flash:a", expire=expire) is None
+    assert await store.get("limit") == other
+
+
+async def test_take_drops_expired_entries_even_when_its_key_is_absent(
+    store: SettingsStore,
+) -> None:
+    now = utcnow()
+    await store.put(SettingRecord("flash:old", {"v": 0}, now - timedelta(hours=1)), then_read=[])
+    assert await store.take("flash:none", expire=Expiry("flash:", now)) is None
+    assert await store.get("flash:old") is None

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from task_framework.store.base import Tx
 
-__all__ = ["SettingRecord", "SettingsSnapshot", "SettingsStore"]
+__all__ = ["Expiry", "SettingRecord", "SettingsSnapshot", "SettingsStore"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,15 @@ class SettingsSnapshot:
     records: dict[str, SettingRecord] = field(default_factory=dict)
     running_threads: int = 0
     queued_threads: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """Entries whose key starts with ``prefix`` and that were last written before
+    ``before``."""
+
+    prefix: str
+    before: datetime
 
 
 class SettingsStore(Protocol):
@@ -61,4 +70,14 @@ class SettingsStore(Protocol):
 
     async def put(self, record: SettingRecord, *, then_read: Collection[str]) -> SettingsSnapshot:
         """Create or replace ``record``, then :meth:`read` ``then_read``, in one transaction."""
+        ...
+
+    async def replace(self, record: SettingRecord, *, expire: Expiry) -> None:
+        """Create or replace ``record``, first dropping what ``expire`` names, in one
+        transaction (short-lived entries such as the UI's one-time results)."""
+        ...
+
+    async def take(self, key: str, *, expire: Expiry) -> SettingRecord | None:
+        """Delete ``key`` and return its record (None when absent), first dropping what
+        ``expire`` names, in one transaction: of concurrent callers one gets the record."""
         ...

@@ -15,12 +15,9 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert
-
 from task_framework.models._time import utcnow
 from task_framework.services.crypto import DecryptionFailed, SecretBox
-from task_framework.store.database import Database
-from task_framework.store.tables import settings_kv
+from task_framework.store.settings import Expiry, SettingRecord, SettingsStore
 
 FLASH_TTL = timedelta(minutes=5)
 """A result not picked up this long after the form is dropped."""
@@ -35,52 +32,28 @@ def _key(session_id: str, kind: str) -> str:
 class FlashStore:
     """Results waiting for one page view, keyed by (session id, kind)."""
 
-    def __init__(self, db: Database, box: SecretBox, *, ttl: timedelta = FLASH_TTL) -> None:
-        self._db = db
+    def __init__(self, store: SettingsStore, box: SecretBox, *, ttl: timedelta = FLASH_TTL) -> None:
+        self._store = store
         self._box = box
         self._ttl = ttl
 
+    def _expiry(self) -> Expiry:
+        """The results nobody came back for, dropped on every put and pop."""
+        return Expiry(KEY_PREFIX, utcnow() - self._ttl)
+
     async def put(self, session_id: str, kind: str, value: dict[str, Any]) -> None:
-        key = _key(session_id, kind)
         sealed = self._box.seal(json.dumps(value))
-
-        def _put(conn: Connection) -> None:
-            self._prune(conn)
-            conn.execute(delete(settings_kv).where(settings_kv.c.key == key))
-            conn.execute(
-                insert(settings_kv).values(
-                    key=key, value={"sealed": sealed}, updated_at=utcnow(), updated_by=None
-                )
-            )
-
-        await self._db.tx(_put)
-
-    def _prune(self, conn: Connection) -> None:
-        """Drop the results nobody came back for."""
-        conn.execute(
-            delete(settings_kv).where(
-                settings_kv.c.key.startswith(KEY_PREFIX, autoescape=True),
-                settings_kv.c.updated_at < utcnow() - self._ttl,
-            )
-        )
+        record = SettingRecord(_key(session_id, kind), {"sealed": sealed}, utcnow())
+        await self._store.replace(record, expire=self._expiry())
 
     async def pop(self, session_id: str, kind: str) -> dict[str, Any] | None:
         """The result left for this session, once; None when there is none (any more)."""
-        key = _key(session_id, kind)
-
-        def _pop(conn: Connection) -> Any:
-            self._prune(conn)
-            return conn.execute(
-                delete(settings_kv)
-                .where(settings_kv.c.key == key)
-                .returning(settings_kv.c.value, settings_kv.c.updated_at)
-            ).first()
-
-        row = await self._db.tx(_pop)
-        if row is None or row.updated_at < utcnow() - self._ttl:
+        expiry = self._expiry()
+        record = await self._store.take(_key(session_id, kind), expire=expiry)
+        if record is None or record.updated_at < expiry.before:
             return None
         try:
-            found: dict[str, Any] = json.loads(self._box.unseal(row.value["sealed"]))
+            found: dict[str, Any] = json.loads(self._box.unseal(record.value["sealed"]))
         except DecryptionFailed:  # sealed under a key rotated away meanwhile
             return None
         return found

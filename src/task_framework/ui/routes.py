@@ -174,7 +174,7 @@ def create_ui_app(svc: Services) -> ASGIApp:
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     app.state.services = svc
     app.state.sessions = SessionStore(svc.ui_sessions, svc.keys)
-    app.state.flashes = FlashStore(svc.db, svc.secret_box)
+    app.state.flashes = FlashStore(svc.settings_store, svc.secret_box)
     _install_handlers(app)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 

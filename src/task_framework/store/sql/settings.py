@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, func, insert, select
+from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select
 
 from task_framework.store.base import Tx
 from task_framework.store.database import Database
 from task_framework.store.prepared import Prepared
-from task_framework.store.settings import SettingRecord, SettingsSnapshot
+from task_framework.store.settings import Expiry, SettingRecord, SettingsSnapshot
 from task_framework.store.sql._dialect import conn_of, insert_absent, translated, upsert
 from task_framework.store.tables import settings_kv, threads
 
@@ -45,6 +45,15 @@ def _snapshot(conn: Connection, keys: Collection[str]) -> SettingsSnapshot:
         records=records,
         running_threads=int(counts.get("running", 0)),
         queued_threads=int(counts.get("queued", 0)),
+    )
+
+
+def _expire(conn: Connection, expire: Expiry) -> None:
+    conn.execute(
+        delete(settings_kv).where(
+            settings_kv.c.key.startswith(expire.prefix, autoescape=True),
+            settings_kv.c.updated_at < expire.before,
+        )
     )
 
 
@@ -119,3 +128,30 @@ class SqlSettingsStore:
             return _snapshot(conn, then_read)
 
         return await self._db.tx(_put)
+
+    async def replace(self, record: SettingRecord, *, expire: Expiry) -> None:
+        def _replace(conn: Connection) -> None:
+            _expire(conn, expire)
+            upsert(
+                conn,
+                settings_kv,
+                {
+                    "key": record.key,
+                    "value": record.value,
+                    "updated_at": record.updated_at,
+                    "updated_by": record.updated_by,
+                },
+                keys=["key"],
+            )
+
+        await self._db.tx(_replace)
+
+    async def take(self, key: str, *, expire: Expiry) -> SettingRecord | None:
+        def _take(conn: Connection) -> Row[Any] | None:
+            _expire(conn, expire)
+            return conn.execute(
+                delete(settings_kv).where(settings_kv.c.key == key).returning(settings_kv)
+            ).first()
+
+        row = await self._db.tx(_take)
+        return None if row is None else _record(row)
