@@ -6,7 +6,8 @@ SQLAlchemy; the keyset query itself is :func:`task_framework.store.paging.pagina
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Page", "PageRequest"]
@@ -28,6 +29,10 @@ class Page:
     total: int
     has_more: bool
     cursor: str | None
+
+    def map(self, record: Callable[[Any], Any]) -> Page:
+        """The same page with each row turned into ``record(row)`` (a store's records)."""
+        return replace(self, rows=[record(row) for row in self.rows])
 
     def envelope(self, items: list[Any]) -> dict[str, Any]:
         return {

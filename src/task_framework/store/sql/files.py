@@ -125,13 +125,7 @@ class SqlFileStore:
                 page=page,
             )
 
-        result = await self._db.tx(_list)
-        return Page(
-            rows=[_record(row) for row in result.rows],
-            total=result.total,
-            has_more=result.has_more,
-            cursor=result.cursor,
-        )
+        return (await self._db.tx(_list)).map(_record)
 
     async def totals(self) -> tuple[int, int]:
         def _totals(conn: Connection) -> tuple[int, int]:

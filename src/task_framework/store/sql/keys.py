@@ -106,13 +106,7 @@ class SqlKeyStore:
                 page=page,
             )
 
-        result = await self._db.tx(_list)
-        return Page(
-            rows=[_record(row) for row in result.rows],
-            total=result.total,
-            has_more=result.has_more,
-            cursor=result.cursor,
-        )
+        return (await self._db.tx(_list)).map(_record)
 
     async def revoke(self, key_id: str, at: datetime) -> None:
         def _revoke(conn: Connection) -> bool:

@@ -84,15 +84,6 @@ def _run(row: Row[Any]) -> RunRecord:
     )
 
 
-def _page(result: Page, record: Callable[[Row[Any]], Any]) -> Page:
-    return Page(
-        rows=[record(row) for row in result.rows],
-        total=result.total,
-        has_more=result.has_more,
-        cursor=result.cursor,
-    )
-
-
 class SqlScheduleStore:
     """:class:`~task_framework.store.schedules.ScheduleStore` on a :class:`Database`."""
 
@@ -132,7 +123,7 @@ class SqlScheduleStore:
                 page=page,
             )
 
-        return _page(await self._db.tx(_list), _schedule)
+        return (await self._db.tx(_list)).map(_schedule)
 
     async def active_timings(self) -> list[ScheduleTiming]:
         def _read(conn: Connection) -> list[ScheduleTiming]:
@@ -215,7 +206,7 @@ class SqlScheduleStore:
             ident=schedule_runs.c.run_id,
             page=page,
         )
-        return _page(result, _run)
+        return result.map(_run)
 
     def run_exists_in(self, tx: Tx, run_id: str) -> bool:
         found = (

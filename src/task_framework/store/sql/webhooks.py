@@ -318,8 +318,7 @@ class SqlWebhookStore:
             result = paginate(
                 conn, query, route="webhooks", sort=w.created_at, ident=w.id, page=page
             )
-            return Page([_webhook(r) for r in result.rows], result.total, result.has_more,
-                        result.cursor)  # fmt: skip
+            return result.map(_webhook)
 
         return await self._db.tx(_list)
 
@@ -381,8 +380,7 @@ class SqlWebhookStore:
                 conn, query, route=f"deliveries:{webhook_id}", sort=d.timestamp, ident=d.id,
                 page=page,
             )  # fmt: skip
-            return Page([_delivery(r) for r in result.rows], result.total, result.has_more,
-                        result.cursor)  # fmt: skip
+            return result.map(_delivery)
 
         return await self._db.tx(_list)
 
