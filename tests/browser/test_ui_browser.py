@@ -19,24 +19,12 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import REPO_ROOT
+from browser_support import CHROMIUM, CHROMIUM_ARGS, shot
 from procs import ADMIN_KEY, Process
 from task_zips import build_zip
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-SHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 WAIT_MS = 60_000
 HOSTILE = "<img src=x onerror=alert(1)></script><script>alert(2)</script>"
 HOSTILE_URL_PATH = "/</script><img/src=x/onerror=alert(4)>"
@@ -111,11 +99,6 @@ def server(tmp_path: Path) -> Iterator[Process]:
     process = Process(tmp_path / "data", [], env=env)
     yield process
     process.stop()
-
-
-def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def start_thread(page: Page, base: str, *, name: str, sleep: float, text: str = "hi") -> str:

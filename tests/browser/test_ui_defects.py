@@ -13,29 +13,16 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from conftest import REPO_ROOT
+from browser_support import CHROMIUM, CHROMIUM_ARGS, shot
 from procs import ADMIN_KEY, USER_KEY, Process, write_task
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-SHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
 WAIT_MS = 30_000
 LONG_LOG_LINES = 1500
 """Lines the failing task prints before its final error line (1,501 in all)."""
@@ -138,11 +125,6 @@ def browser() -> Iterator[Browser]:
         launched = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield launched
         launched.close()
-
-
-def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def sign_in(page: Page, base: str, key: str = ADMIN_KEY, app: str = "", user: str = "") -> None:
