@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -89,6 +90,14 @@ def _as_nobody() -> list[str]:
     return [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
 
 
+def _closed_to_others(path: Path) -> Path | None:
+    """The first folder on the way to ``path`` that other users may not traverse."""
+    for folder in [*reversed(path.parents), path]:
+        if not os.stat(folder).st_mode & stat.S_IXOTH:
+            return folder
+    return None
+
+
 def _alive_with(argument: bytes) -> bool:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -122,6 +131,13 @@ def test_unprivileged_server_confines_its_tasks(tmp_path: Path) -> None:
             os.chmod(parent, os.stat(parent).st_mode | 0o111)
     source = Path(task_framework.__file__).resolve().parents[1]
     site = Path(inspect.getfile(pydantic)).resolve().parents[1]
+    for needed in (source, site):
+        closed = _closed_to_others(needed)
+        if prefix and closed is not None:
+            pytest.skip(
+                f"{closed} is closed to other users (no o+x), so an unprivileged user cannot "
+                f"import the code under test from {needed}: use a checkout others may traverse"
+            )
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
